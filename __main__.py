@@ -1,0 +1,7 @@
+"""`python -m prompt_audio_edit` is the `pae` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,120 @@
+"""The `pae` command: run API-format workflows of the pack's nodes headless, in-process."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .engine import comfy_bridge as bridge
+from .engine.workflow import WorkflowError, apply_overrides, execute_workflow, load_api_workflow
+
+_BANNER = "!" * 78
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pae", description="Prompt Audio Edit from the command line.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run an API-format workflow (ComfyUI's 'Export (API)')",
+                              description="Run an API-format workflow of Prompt Audio Edit nodes in this process, "
+                              "without a ComfyUI server.")
+    run.add_argument("workflow", help="the workflow JSON in API format")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE",
+                     help="change an input before running (VALUE is parsed as JSON when it can be); repeatable")
+    run.add_argument("--out", default=None, help="output folder (default: $PAE_OUTPUT_DIR or ./output)")
+    run.add_argument("--input-dir", default=None, help="folder Load Audio reads from (default: $PAE_INPUT_DIR or ./input)")
+    run.add_argument("--models", default=None, help="models folder (default: $PAE_MODELS_DIR or ./models)")
+    run.add_argument("--ui-workflow", default=None,
+                     help="the UI-format twin of the workflow, embedded in saved files so they open in ComfyUI")
+    run.add_argument("--demo", action="store_true",
+                     help="stand in tiny UNTRAINED models for missing model folders and a synthetic clip for "
+                     "missing input files (output is noise; for trying the pack without weights)")
+    return parser
+
+
+def _demo_root() -> Path:
+    return Path(os.environ.get("PAE_DEMO_DIR") or Path.home() / ".cache" / "prompt-audio-edit" / "demo")
+
+
+def _prepare_demo(workflow: dict[str, Any]) -> list[str]:
+    """Build tiny models and a test clip for whatever the workflow names that is missing; say what was stood in."""
+    from .engine.demo_models import build_tiny_audioldm2, write_demo_clip
+    from .engine.errors import PAEInputError
+    from .engine.models import find_model_folder
+
+    stood_in = []
+    root = _demo_root()
+    for node_id, node in workflow.items():
+        inputs = node.get("inputs", {})
+        if node.get("class_type") == "PAE_LoadModel" and isinstance(inputs.get("model_name"), str):
+            try:
+                find_model_folder(inputs["model_name"])
+            except PAEInputError:
+                kind, _, name = inputs["model_name"].partition("/")
+                folder = root / "models" / (kind or "diffusers") / (name or "demo")
+                if not (folder / "model_index.json").is_file():
+                    build_tiny_audioldm2(folder)
+                bridge.add_model_root(root / "models")
+                stood_in.append(f"model '{inputs['model_name']}' (node {node_id}) -> tiny untrained AudioLDM2 at {folder}")
+        if node.get("class_type") == "PAE_LoadAudio" and isinstance(inputs.get("audio"), str):
+            try:
+                exists = bridge.resolve_input_file(inputs["audio"]).is_file()
+            except PAEInputError:
+                exists = True  # a bad path is reported by the node, not papered over
+            if not exists:
+                clip = root / "input" / inputs["audio"]
+                write_demo_clip(clip)
+                bridge.set_directories(input=str(root / "input"))
+                stood_in.append(f"input '{inputs['audio']}' (node {node_id}) -> synthetic test clip at {clip}")
+    return stood_in
+
+
+def _run(args: argparse.Namespace) -> int:
+    from . import NODE_CLASS_MAPPINGS
+
+    bridge.set_directories(models=args.models, input=args.input_dir, output=args.out)
+    workflow = apply_overrides(load_api_workflow(args.workflow), args.overrides)
+    extra_pnginfo = {}
+    if args.ui_workflow:
+        extra_pnginfo["workflow"] = json.loads(Path(args.ui_workflow).read_text(encoding="utf-8"))
+    if args.demo:
+        stood_in = _prepare_demo(workflow)
+        if stood_in:
+            print(f"{_BANNER}\nDEMO MODE: these are stand-ins, NOT real weights or your audio. The output is noise "
+                  f"from an untrained model.\n" + "\n".join(f"  - {s}" for s in stood_in) + f"\n{_BANNER}",
+                  file=sys.stderr)
+    started = time.perf_counter()
+
+    def on_node(position: int, total: int, node_id: str, class_type: str) -> None:
+        print(f"[{position}/{total}] node {node_id}: {class_type}", file=sys.stderr, flush=True)
+
+    results = execute_workflow(workflow, NODE_CLASS_MAPPINGS, extra_pnginfo=extra_pnginfo, on_node=on_node)
+    out_dir = bridge.output_directory()
+    for run in results.values():
+        for item in run.ui.get("audio", []):
+            print(out_dir / item["subfolder"] / item["filename"])
+    print(f"done in {time.perf_counter() - started:.2f} s", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `pae` console command."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+    except WorkflowError as exc:
+        print(f"pae: {exc}", file=sys.stderr)
+        return 2
+    except bridge.Interrupted:
+        print("pae: interrupted", file=sys.stderr)
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The pack's engine: audio, models and methods, importable and testable without ComfyUI."""

@@ -1,0 +1,90 @@
+"""The narrow interface every diffusion backbone offers, so each method is written once."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class CrossAttentionSite:
+    """One true cross-attention layer: where a word-level edit can act."""
+
+    name: str          # attention-processor name, e.g. "down_blocks.1.attentions.1.transformer_blocks.0.attn2.processor"
+    stream: str        # conditioning stream that feeds its keys, e.g. "gpt2" or "t5"
+    key_dim: int       # in_features of its key projection
+    heads: int
+    place: str         # "down", "mid" or "up"
+    downsampling: int  # latent-grid downsampling at this layer (1 = full latent resolution)
+
+
+@dataclass
+class TextConditioning:
+    """Encoded prompts, one row per prompt, for every conditioning stream of a backbone."""
+
+    prompts: list[str]
+    streams: dict[str, torch.Tensor]                  # stream -> [B, L, D]
+    masks: dict[str, torch.Tensor | None]             # stream -> [B, L] (1 = a real key) or None
+    tokens: dict[str, list[list[str]]] = field(default_factory=dict)  # word-carrying stream -> tokens per prompt
+
+    def rows(self, index: list[int] | slice) -> "TextConditioning":
+        """A sub-batch (e.g. the conditional half), keeping the shared padding."""
+        picked = list(range(len(self.prompts)))[index] if isinstance(index, slice) else list(index)
+        return TextConditioning(
+            prompts=[self.prompts[i] for i in picked],
+            streams={k: v[picked] for k, v in self.streams.items()},
+            masks={k: None if v is None else v[picked] for k, v in self.masks.items()},
+            tokens={k: [v[i] for i in picked] for k, v in self.tokens.items()},
+        )
+
+
+class Backbone(ABC):
+    """A latent audio diffusion model: audio <-> latent, text -> conditioning, one denoising prediction."""
+
+    family: str                # "audioldm2", "tango", "stable_audio": latents are exchangeable only within a family
+    name: str                  # the model folder's name
+    sample_rate: int           # the rate the model hears and speaks
+    channels: int              # 1 = mono, 2 = stereo
+    latent_channels: int
+    max_duration_s: float      # longest clip the backbone takes
+    prediction_type: str       # "epsilon" or "v_prediction"
+    text_streams: tuple[str, ...]
+    word_stream: str           # the stream whose tokens are words (for word-level edits)
+    managed: Any = None        # set by the loader: moves weights to the compute device on demand
+
+    def activate(self) -> None:
+        """Bring the weights to the compute device; samplers call it once per run, before predict()."""
+        if self.managed is not None:
+            self.managed.activate()
+
+    @abstractmethod
+    def encode_audio(self, waveform: torch.Tensor, sample_rate: int) -> dict[str, Any]:
+        """[B, C, T] audio at any rate -> a LATENT dict carrying what decode needs to restore length and level."""
+
+    @abstractmethod
+    def decode_latent(self, latent: dict[str, Any]) -> torch.Tensor:
+        """LATENT dict -> [B, channels, T] audio at the model's rate, trimmed to the encoded length."""
+
+    @abstractmethod
+    def encode_text(self, prompts: list[str]) -> TextConditioning:
+        """Encode prompts together (shared padding), returning every stream and the word stream's tokens."""
+
+    @abstractmethod
+    def predict(self, latents: torch.Tensor, timestep: torch.Tensor | int, conditioning: TextConditioning) -> torch.Tensor:
+        """The denoiser's output (noise or v, see prediction_type) for latents at a timestep."""
+
+    @abstractmethod
+    def cross_attention_sites(self) -> list[CrossAttentionSite]:
+        """Every true cross-attention layer of the denoiser (second self-attentions excluded)."""
+
+    @abstractmethod
+    def make_scheduler(self) -> Any:
+        """A fresh scheduler configured as the model was trained (its own state per run)."""
+
+    @property
+    @abstractmethod
+    def denoiser(self) -> torch.nn.Module:
+        """The module whose attention processors the sites name."""

@@ -1,0 +1,251 @@
+"""The one place that asks "am I inside ComfyUI?": devices, memory, progress, interruption, folders.
+
+Inside ComfyUI every answer comes from ComfyUI's own modules (already imported by the time a pack
+loads, so nothing here imports them eagerly); standalone there are plain defaults: `PAE_MODELS_DIR`
+(default `./models`), `PAE_INPUT_DIR` (`./input`), `PAE_OUTPUT_DIR` (`./output`) and a console bar.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from .errors import PAEInputError
+
+# Model kinds the pack stores, each a folder under models/ (ComfyUI already registers "diffusers").
+MODEL_KINDS = ("diffusers", "tango", "musicgen", "clap", "ap_adapter", "audio_encoders")
+
+_overrides: dict[str, str] = {}
+_extra_model_roots: list[Path] = []
+_interrupt = threading.Event()
+
+
+class Interrupted(RuntimeError):
+    """Raised between steps when the user asked to stop (standalone; ComfyUI raises its own)."""
+
+
+def in_comfyui() -> bool:
+    """True when running inside a ComfyUI process (its modules are loaded before any pack)."""
+    return "folder_paths" in sys.modules and "comfy.model_management" in sys.modules
+
+
+def _mm():
+    import comfy.model_management as mm  # only reached inside ComfyUI
+
+    return mm
+
+
+def _folder_paths():
+    import folder_paths  # only reached inside ComfyUI
+
+    return folder_paths
+
+
+# ----------------------------------------------------------------------------------------- folders
+def set_directories(*, models: str | None = None, input: str | None = None, output: str | None = None) -> None:
+    """Override the standalone folders (the headless runner's --models/--input-dir/--out)."""
+    for key, value in (("models", models), ("input", input), ("output", output)):
+        if value is not None:
+            _overrides[key] = str(value)
+
+
+def reset_directories() -> None:
+    """Forget every override and extra models folder (back to the environment's defaults)."""
+    _overrides.clear()
+    _extra_model_roots.clear()
+
+
+def add_model_root(root: str | os.PathLike) -> None:
+    """Search another models folder after the main one (standalone; the runner's demo models live there)."""
+    path = Path(root).absolute()
+    if path not in _extra_model_roots:
+        _extra_model_roots.append(path)
+
+
+def models_dir() -> Path:
+    """Root of the models folder."""
+    if in_comfyui():
+        return Path(_folder_paths().models_dir)
+    return Path(_overrides.get("models") or os.environ.get("PAE_MODELS_DIR") or "models").absolute()
+
+
+def model_folders(kind: str) -> list[Path]:
+    """Every folder that holds models of one kind (ComfyUI's registered paths, incl. extra_model_paths.yaml)."""
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {kind!r}")
+    if in_comfyui():
+        fp = _folder_paths()
+        if kind not in fp.folder_names_and_paths:
+            fp.add_model_folder_path(kind, os.path.join(fp.models_dir, kind))
+        return [Path(p) for p in fp.get_folder_paths(kind)]
+    return [models_dir() / kind] + [root / kind for root in _extra_model_roots]
+
+
+def input_directory() -> Path:
+    """Folder LoadAudio reads from."""
+    if in_comfyui():
+        return Path(_folder_paths().get_input_directory())
+    return Path(_overrides.get("input") or os.environ.get("PAE_INPUT_DIR") or "input").absolute()
+
+
+def output_directory() -> Path:
+    """Folder SaveAudio writes into."""
+    if in_comfyui():
+        return Path(_folder_paths().get_output_directory())
+    return Path(_overrides.get("output") or os.environ.get("PAE_OUTPUT_DIR") or "output").absolute()
+
+
+def resolve_input_file(name: str, input_name: str = "audio") -> Path:
+    """Path of a file the user picked in a loader, refusing names that escape the input folder."""
+    from .files import resolve_inside
+
+    if in_comfyui() and isinstance(name, str) and name.rstrip().endswith("]"):
+        fp = _folder_paths()
+        # "clip.wav [output]" style annotations pick another of ComfyUI's folders.
+        stripped, base = fp.annotated_filepath(name)
+        base = base or fp.get_input_directory()
+        return resolve_inside(base, stripped, input_name)
+    return resolve_inside(input_directory(), name, input_name)
+
+
+def list_input_files(extensions: Iterable[str]) -> list[str]:
+    """Files in the input folder (and its subfolders) with one of the extensions, as relative names."""
+    root = input_directory()
+    if not root.is_dir():
+        return []
+    exts = tuple(e.lower() for e in extensions)
+    found = []
+    for folder, _dirs, files in os.walk(root):
+        for file in files:
+            if file.lower().endswith(exts) and not file.startswith("."):
+                found.append(os.path.relpath(os.path.join(folder, file), root).replace(os.sep, "/"))
+    return sorted(found)
+
+
+# ----------------------------------------------------------------------------------- devices, dtypes
+def torch_device() -> torch.device:
+    """Device models compute on: ComfyUI's choice, else CUDA/MPS when present, else CPU."""
+    if in_comfyui():
+        return _mm().get_torch_device()
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def offload_device() -> torch.device:
+    """Device idle models wait on."""
+    if in_comfyui():
+        return _mm().unet_offload_device()
+    return torch.device("cpu")
+
+
+DTYPE_CHOICES = ("auto", "fp32", "fp16", "bf16")
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def choose_dtype(name: str, device: torch.device) -> torch.dtype:
+    """Resolve a dtype widget value: 'auto' is fp16 on CUDA (bf16 where fp16 is unsafe), fp32 elsewhere."""
+    if name in _DTYPES:
+        return _DTYPES[name]
+    if name != "auto":
+        raise PAEInputError("dtype", f"unknown dtype '{name}'; choose one of {', '.join(DTYPE_CHOICES)}.")
+    if device.type != "cuda":
+        return torch.float32
+    if in_comfyui():
+        mm = _mm()
+        if mm.should_use_fp16(device):
+            return torch.float16
+        if mm.should_use_bf16(device):
+            return torch.bfloat16
+        return torch.float32
+    return torch.float16
+
+
+def free_memory() -> None:
+    """Return cached accelerator memory (ComfyUI's soft_empty_cache when inside it)."""
+    if in_comfyui():
+        _mm().soft_empty_cache()
+    elif torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# ----------------------------------------------------------------------------- progress, interrupt
+def request_interrupt() -> None:
+    """Ask the running loop to stop at its next step (standalone runs; ComfyUI has its own button)."""
+    _interrupt.set()
+
+
+def check_interrupted() -> None:
+    """Raise if the user asked to stop; called between steps of every long loop."""
+    if in_comfyui():
+        _mm().throw_exception_if_processing_interrupted()
+    elif _interrupt.is_set():
+        _interrupt.clear()
+        raise Interrupted("stopped by the user")
+
+
+class Progress:
+    """Per-step progress: ComfyUI's node progress bar inside ComfyUI, a console bar otherwise."""
+
+    def __init__(self, total: int, description: str = ""):
+        self.total = int(total)
+        self._comfy_bar: Any = None
+        self._console: Any = None
+        if in_comfyui():
+            import comfy.utils
+
+            self._comfy_bar = comfy.utils.ProgressBar(self.total)
+        else:
+            from tqdm.auto import tqdm
+
+            self._console = tqdm(total=self.total, desc=description or None, leave=False, file=sys.stderr,
+                                 disable=None)
+
+    def step(self, n: int = 1) -> None:
+        """Advance by n steps, then honour an interruption request."""
+        if self._comfy_bar is not None:
+            self._comfy_bar.update(n)
+        if self._console is not None:
+            self._console.update(n)
+        check_interrupted()
+
+    def close(self) -> None:
+        if self._console is not None:
+            self._console.close()
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+# ------------------------------------------------------------------------------------ model memory
+class ManagedModel:
+    """A loaded model's weight-bearing parts; inside ComfyUI a ModelPatcher lets ComfyUI move and free them."""
+
+    def __init__(self, modules: dict[str, torch.nn.Module], device: torch.device, label: str):
+        # A plain container: ComfyUI's patcher sets attributes (e.g. .device) that diffusers models forbid.
+        self.container = torch.nn.ModuleDict(modules)
+        self.container.requires_grad_(False).eval()
+        self.label = label
+        self.patcher: Any = None
+        if in_comfyui():
+            import comfy.model_patcher
+
+            self.patcher = comfy.model_patcher.ModelPatcher(self.container, load_device=device,
+                                                            offload_device=offload_device())
+        else:
+            self.container.to(device)
+
+    def activate(self) -> None:
+        """Bring the weights to the compute device (ComfyUI may have offloaded them to make room)."""
+        if self.patcher is not None:
+            _mm().load_models_gpu([self.patcher])

@@ -1,0 +1,49 @@
+"""The pack's LATENT dict: core's {"samples": ...} plus what a decoder needs to refuse or restore it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .errors import PAEInputError
+
+# Everything the pack adds lives under this key, so core's latent nodes pass it along untouched.
+PAE_KEY = "pae"
+
+
+def make_latent(samples: torch.Tensor, *, family: str, model: str, sample_rate: int, num_samples: int,
+                source_sample_rate: int, source_num_samples: int, source_channels: int, gain: torch.Tensor) -> dict[str, Any]:
+    """Build a LATENT dict recording the backbone and the clip's length, rate, channels and level."""
+    return {
+        "samples": samples,
+        "type": "audio",
+        PAE_KEY: {
+            "family": family,
+            "model": model,
+            "sample_rate": int(sample_rate),
+            "num_samples": int(num_samples),
+            "source_sample_rate": int(source_sample_rate),
+            "source_num_samples": int(source_num_samples),
+            "source_channels": int(source_channels),
+            "gain": gain.detach().to(torch.float32).cpu(),
+        },
+    }
+
+
+def latent_info(latent: Any, family: str, latent_channels: int, input_name: str = "latent") -> dict[str, Any]:
+    """Check a LATENT belongs to this backbone family and return its bookkeeping (defaults for foreign ones)."""
+    if not isinstance(latent, dict) or not isinstance(latent.get("samples"), torch.Tensor):
+        raise PAEInputError(input_name, "expected a LATENT (a dict with 'samples'); connect a VAE Encode node.")
+    samples = latent["samples"]
+    info = latent.get(PAE_KEY)
+    if info is not None and info.get("family") != family:
+        raise PAEInputError(input_name, f"this latent was made by a {info.get('family')} model "
+                            f"('{info.get('model')}'), but the model here is {family}; decode it with the model "
+                            "that encoded it.")
+    if samples.dim() < 3 or samples.shape[1] != latent_channels:
+        raise PAEInputError(input_name, f"latent has shape {tuple(samples.shape)} but a {family} latent has "
+                            f"{latent_channels} channels; it comes from another kind of model.")
+    if not torch.isfinite(samples).all():
+        raise PAEInputError(input_name, "the latent contains NaN or infinite values; the node that made it diverged.")
+    return dict(info) if info is not None else {}

@@ -1,0 +1,38 @@
+"""Engine entries for the VAE nodes: AUDIO -> LATENT and back, with length, rate and level restored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .audio import check_audio, make_audio, resample, to_channels
+from .backbones.base import Backbone
+from .errors import PAEInputError
+from .latent import latent_info
+
+DECODE_RATES = ("source", "model")
+
+
+def vae_encode(backbone: Backbone, audio: dict[str, Any]) -> dict[str, Any]:
+    """Encode every clip of an AUDIO batch to the backbone's latent (resampled and downmixed as the model needs)."""
+    waveform, sample_rate = check_audio(audio, "audio")
+    return backbone.encode_audio(waveform, sample_rate)
+
+
+def vae_decode(backbone: Backbone, latent: dict[str, Any], sample_rate: str = "source") -> dict[str, Any]:
+    """Decode a LATENT to AUDIO, at the encoded clip's rate and channel count ('source') or the model's own."""
+    if sample_rate not in DECODE_RATES:
+        raise PAEInputError("sample_rate", f"choose one of {', '.join(DECODE_RATES)}, not '{sample_rate}'.")
+    info = latent_info(latent, backbone.family, backbone.latent_channels, "latent")
+    waveform = backbone.decode_latent(latent)
+    if sample_rate == "model" or not info:
+        return make_audio(waveform, backbone.sample_rate)
+    rate = info["source_sample_rate"]
+    waveform = resample(waveform, backbone.sample_rate, rate)
+    # soxr rounds the resampled length; the source length is recorded exactly.
+    length = info["source_num_samples"]
+    waveform = torch.nn.functional.pad(waveform, (0, max(0, length - waveform.shape[-1])))[..., :length]
+    if info["source_channels"] in (1, 2):
+        waveform = to_channels(waveform, info["source_channels"])
+    return make_audio(waveform, rate)

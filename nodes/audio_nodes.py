@@ -1,0 +1,98 @@
+"""Loading and saving audio files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from ..engine import comfy_bridge as bridge
+from ..engine.audio import MP3_QUALITIES, READ_EXTENSIONS, WRITE_FORMATS
+from ..engine.audio_files import load_audio_file, save_audio_files
+from ..engine.errors import PAEInputError
+from .base import PAENode
+
+
+class LoadAudio(PAENode):
+    NODE_ID = "PAE_LoadAudio"
+    DISPLAY_NAME = "Load Audio (PAE)"
+    DESCRIPTION = ("Loads an audio file (wav, flac, mp3, ogg/opus, m4a, any channel count) from ComfyUI's input "
+                   "folder, optionally cut to a time range, resampled and downmixed to mono.")
+    RETURN_TYPES = ("AUDIO",)
+    OUTPUT_TOOLTIPS = ("The clip as a [1, channels, samples] float waveform with its sample rate.",)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        files = bridge.list_input_files(READ_EXTENSIONS)
+        return {"required": {
+            "audio": (files, {"audio_upload": True, "tooltip": "Audio file in the input folder; use the upload "
+                              "button to add one."}),
+            "start": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 86400.0, "step": 0.01,
+                                "tooltip": "Where the clip starts, in seconds from the beginning of the file."}),
+            "duration": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 86400.0, "step": 0.01,
+                                   "tooltip": "Length of the clip in seconds; 0 keeps everything after start."}),
+            "sample_rate": ("INT", {"default": 0, "min": 0, "max": 192000, "step": 1,
+                                    "tooltip": "Resample to this rate in Hz (soxr, very high quality); 0 keeps "
+                                    "the file's own rate. Editing nodes resample as their model needs anyway."}),
+            "mono": ("BOOLEAN", {"default": False, "tooltip": "Average all channels into one."}),
+        }}
+
+    def execute(self, audio: str, start: float = 0.0, duration: float = 0.0, sample_rate: int = 0,
+                mono: bool = False) -> tuple:
+        return (load_audio_file(audio, start, duration, sample_rate, mono),)
+
+    @classmethod
+    def IS_CHANGED(cls, audio: str, **_: Any) -> str:
+        try:
+            path = bridge.resolve_input_file(audio)
+            return hashlib.sha256(path.read_bytes()).hexdigest()
+        except (PAEInputError, OSError):
+            return ""
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, audio: str, **_: Any) -> bool | str:
+        try:
+            path = bridge.resolve_input_file(audio)
+        except PAEInputError as exc:
+            return str(exc.for_node(cls.NODE_ID))
+        if not path.is_file():
+            return f"{cls.NODE_ID}: input 'audio': file not found: '{audio}'. Put it in the input folder or upload it."
+        return True
+
+
+class SaveAudio(PAENode):
+    NODE_ID = "PAE_SaveAudio"
+    DISPLAY_NAME = "Save Audio (PAE)"
+    DESCRIPTION = ("Saves every clip of an AUDIO batch to the output folder as wav, flac or mp3, with the "
+                   "workflow and prompt embedded (drag the file back into ComfyUI to get the graph), and shows "
+                   "a player and a spectrogram.")
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("spectrogram",)
+    OUTPUT_TOOLTIPS = ("Log-magnitude spectrogram of each clip (time across, frequency up).",)
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "audio": ("AUDIO", {"tooltip": "The clips to save; one file per clip of the batch."}),
+                "filename_prefix": ("STRING", {"default": "audio/PAE", "tooltip": "File name start, may include "
+                                    "subfolders inside the output folder; a counter and the extension are added."}),
+                "format": (list(WRITE_FORMATS), {"default": "flac", "tooltip": "flac: lossless and compact; wav: "
+                           "16-bit PCM; mp3: lossy, smallest."}),
+                "mp3_quality": (list(MP3_QUALITIES), {"default": "V0", "tooltip": "mp3 only: V0 = variable "
+                                "bit rate, best quality; or a constant bit rate in kbit/s."}),
+            },
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+        }
+
+    def execute(self, audio: dict[str, Any], filename_prefix: str = "audio/PAE", format: str = "flac",
+                mp3_quality: str = "V0", prompt: Any = None, extra_pnginfo: Any = None) -> dict[str, Any]:
+        metadata = {}
+        if prompt is not None:
+            metadata["prompt"] = json.dumps(prompt)
+        for key, value in (extra_pnginfo or {}).items():
+            metadata[key] = json.dumps(value)
+        results, spectrograms = save_audio_files(audio, filename_prefix, format, mp3_quality=mp3_quality,
+                                                 metadata=metadata)
+        return {"ui": {"audio": results}, "result": (spectrograms,)}

@@ -1,0 +1,29 @@
+"""What every node of the pack shares: category, the pack's type names, node-prefixed errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..engine.errors import PAEInputError
+
+CATEGORY = "audio/edit"
+# The pack's own ComfyUI types, named once.
+PAE_MODEL = "PAE_MODEL"
+
+
+class PAENode:
+    """Base of the pack's nodes: ComfyUI calls run(); subclasses implement execute() and set NODE_ID."""
+
+    NODE_ID = ""
+    DISPLAY_NAME = ""
+    CATEGORY = CATEGORY
+    FUNCTION = "run"
+
+    def run(self, **inputs: Any) -> Any:
+        try:
+            return self.execute(**inputs)
+        except PAEInputError as exc:
+            raise exc.for_node(self.NODE_ID) from None
+
+    def execute(self, **inputs: Any) -> Any:  # pragma: no cover - every node overrides it
+        raise NotImplementedError

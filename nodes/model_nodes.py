@@ -1,0 +1,76 @@
+"""Loading a backbone and moving audio in and out of its latent space."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..engine import comfy_bridge as bridge
+from ..engine.models import list_models, load_backbone
+from ..engine.vae import DECODE_RATES, vae_decode, vae_encode
+from .base import PAE_MODEL, PAENode
+
+
+class LoadModel(PAENode):
+    NODE_ID = "PAE_LoadModel"
+    DISPLAY_NAME = "Load Audio Model (PAE)"
+    DESCRIPTION = ("Loads an audio diffusion backbone from the models folder (AudioLDM2 base, large or music as a "
+                   "diffusers folder under models/diffusers/). The backbone is recognised from the folder's files; "
+                   "a model is loaded once and shared by every node that uses it.")
+    RETURN_TYPES = (PAE_MODEL,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The loaded backbone: VAE, vocoder, text encoders and denoiser.",)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "model_name": (list_models(), {"tooltip": "Model folder as kind/name, e.g. diffusers/audioldm2-large. "
+                           "Folders that are not a recognised audio model are not listed."}),
+            "dtype": (list(bridge.DTYPE_CHOICES), {"default": "auto", "tooltip": "Weight precision. auto: fp16 "
+                      "on NVIDIA GPUs (bf16 where fp16 is unsafe), fp32 on CPU. fp16/bf16 halve memory."}),
+        }}
+
+    def execute(self, model_name: str, dtype: str = "auto") -> tuple:
+        return (load_backbone(model_name, dtype),)
+
+
+class VAEEncode(PAENode):
+    NODE_ID = "PAE_VAEEncode"
+    DISPLAY_NAME = "VAE Encode Audio (PAE)"
+    DESCRIPTION = ("Encodes audio into the model's latent space. The clip is resampled and downmixed as the model "
+                   "needs (AudioLDM2: 16 kHz mono, peak-normalised as in training); its length, rate, channels and "
+                   "level are recorded so VAE Decode can restore them.")
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("The latent batch, one entry per clip, tagged with the backbone that made it.",)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "model": (PAE_MODEL, {"tooltip": "The backbone from Load Audio Model."}),
+            "audio": ("AUDIO", {"tooltip": "Clips to encode, any rate and channel count, up to the model's "
+                      "length limit (AudioLDM2: 30 s)."}),
+        }}
+
+    def execute(self, model: Any, audio: dict[str, Any]) -> tuple:
+        return (vae_encode(model, audio),)
+
+
+class VAEDecode(PAENode):
+    NODE_ID = "PAE_VAEDecode"
+    DISPLAY_NAME = "VAE Decode Audio (PAE)"
+    DESCRIPTION = ("Decodes a latent back to audio through the model's VAE and vocoder, trimmed to the encoded "
+                   "length and restored to the encoded level.")
+    RETURN_TYPES = ("AUDIO",)
+    OUTPUT_TOOLTIPS = ("The decoded clips.",)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "model": (PAE_MODEL, {"tooltip": "The backbone that encoded the latent."}),
+            "latent": ("LATENT", {"tooltip": "Latent from VAE Encode or an editing node of the same backbone."}),
+            "sample_rate": (list(DECODE_RATES), {"default": "source", "tooltip": "source: back to the encoded "
+                            "clip's sample rate and channel count (mono output duplicated), so it lines up with "
+                            "the original; model: the model's own rate (AudioLDM2: 16 kHz mono)."}),
+        }}
+
+    def execute(self, model: Any, latent: dict[str, Any], sample_rate: str = "source") -> tuple:
+        return (vae_decode(model, latent, sample_rate),)
