@@ -104,7 +104,7 @@ def read_audio(path: str | os.PathLike, *, start_s: float = 0.0, duration_s: flo
     waveform = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))[None]
     audio = make_audio(waveform, rate)
     if start_s or duration_s is not None:
-        audio = trim(audio, start_s, duration_s, input_name=input_name)
+        audio = trim(audio, start_s, duration_s)
     if audio["waveform"].shape[-1] == 0:
         raise PAEInputError(input_name, f"'{path.name}' contains no audio samples (zero length).")
     return audio
