@@ -122,7 +122,7 @@ def _load_audioldm2(folder: Path, dtype, device) -> Backbone:
 
     from .backbones.audioldm2 import AudioLDM2Backbone
 
-    pipeline = AudioLDM2Pipeline.from_pretrained(str(folder), torch_dtype=dtype, local_files_only=True)
+    pipeline = AudioLDM2Pipeline.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
     pipeline.set_progress_bar_config(disable=True)
     return AudioLDM2Backbone(pipeline, folder.name, folder)
 
