@@ -240,12 +240,16 @@ class ManagedModel:
         if in_comfyui():
             import comfy.model_patcher
 
+            # Tied weights counted once (ComfyUI's default count would add them twice).
+            unique = {id(t): t for t in [*self.container.parameters(), *self.container.buffers()]}
+            size = sum(t.numel() * t.element_size() for t in unique.values())
             self.patcher = comfy.model_patcher.ModelPatcher(self.container, load_device=device,
-                                                            offload_device=offload_device())
+                                                            offload_device=offload_device(), size=size)
         else:
             self.container.to(device)
 
     def activate(self) -> None:
         """Bring the weights to the compute device (ComfyUI may have offloaded them to make room)."""
         if self.patcher is not None:
-            _mm().load_models_gpu([self.patcher])
+            # Full load: ComfyUI can only part-load its own layer types; ours would be left behind on the CPU.
+            _mm().load_models_gpu([self.patcher], force_full_load=True)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import math
 import os
 import pathlib
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import RobertaTokenizerFast, T5TokenizerFast
 
 # Real AudioLDM2 facts mirrored below (sources: diffusers `scripts/convert_original_audioldm2_to_diffusers.py`,
 # haoheliu/AudioLDM2 `audioldm2/utils.py` + `openaimodel.py`, diffusers `pipelines/audioldm2/*`):
@@ -22,12 +26,18 @@ import torch
 # - Scheduler: DDIM, 1000 steps, scaled_linear 0.0015-0.0195, eps prediction, steps_offset 1, no clipping.
 # - transformers>=5: GPT2Model lacks GenerationMixin, which the pipeline's generation loop needs, so the language
 #   model is GPT2LMHeadModel (as in diffusers' own type hint); its lm_head is tied to wte and adds no weights.
+#   It needs >= 1 layer: the pipeline reads `hidden_states[-1]`, which a 0-layer GPT-2 does not return.
+# - Size: those fixed widths set the floor (~18-19 MB in float32): one GPT-2 block at 768 (~9.4 MB), the
+#   T5 -> GPT-2 projection 1024x768 (~3.1 MB), T5 embeddings at 1024 and the 768/1024-wide UNet to_k/to_v.
+# - Layouts: base and music share one architecture (the real checkpoints differ only in weights), so the same seed
+#   gives the same weights for both. Everything not listed above is shrunk (UNet: 2 levels instead of 4, first one
+#   without attention as in the real model; 1 resnet per level instead of 2).
 
 LAYOUTS: tuple[str, ...] = ("base", "large", "music")
 
 _GPT2_WIDTH = 768
 _T5_WIDTH = 1024
-_CLAP_MAX_LENGTH = 64
+_CLAP_MAX_LENGTH = 64  # real: 512; the pipeline always pads CLAP input to this length
 _T5_MAX_LENGTH = 128  # hard-coded to 128 by the original implementation
 _GEN_TOKENS = 8  # sequence_gen_length of the original conditioner
 
@@ -73,7 +83,7 @@ def tiny_audioldm2_prompt_words() -> list[str]:
     return list(dict.fromkeys(_WORDS))
 
 
-def _t5_tokenizer():
+def _t5_tokenizer() -> T5TokenizerFast:
     """Build a T5 (Unigram, SentencePiece-style) tokenizer with pad=0, eos=1, unk=2 and no BOS."""
     from transformers import T5TokenizerFast
 
@@ -109,7 +119,7 @@ def _byte_alphabet() -> list[str]:
     return [table[b] for b in range(256)]
 
 
-def _clap_tokenizer():
+def _clap_tokenizer() -> RobertaTokenizerFast:
     """Build a byte-level BPE RoBERTa tokenizer (CLAP's) from an in-memory vocab and merges."""
     from transformers import RobertaTokenizerFast
 
@@ -119,19 +129,22 @@ def _clap_tokenizer():
     alphabet = _byte_alphabet()
     for ch in alphabet:
         vocab.setdefault(ch, len(vocab))
+    # Each word is grown left to right, one byte per merge. All 'Ġword' chains rank first: their left side always
+    # starts with 'Ġ', which only begins a pre-token, so they never clash and every known word after a space is
+    # one token. Bare (sentence-initial) chains rank after them and may stop at sub-word pieces, like real BPE.
     merges: list[tuple[str, str]] = []
     merged: set[tuple[str, str]] = set()
     space = alphabet[ord(" ")]
-    for word in tiny_audioldm2_prompt_words():
-        for text in (word, space + word):
-            current = text[0]
-            for ch in text[1:]:
-                pair = (current, ch)
-                current += ch
-                if pair not in merged:
-                    merged.add(pair)
-                    merges.append(pair)
-                vocab.setdefault(current, len(vocab))
+    words = tiny_audioldm2_prompt_words()
+    for text in [space + w for w in words] + words:
+        current = text[0]
+        for ch in text[1:]:
+            pair = (current, ch)
+            current += ch
+            if pair not in merged:
+                merged.add(pair)
+                merges.append(pair)
+            vocab.setdefault(current, len(vocab))
     vocab["<mask>"] = len(vocab)
     return RobertaTokenizerFast(vocab=vocab, merges=merges, model_max_length=_CLAP_MAX_LENGTH)
 
@@ -293,9 +306,10 @@ def build_tiny_audioldm2(folder: str | os.PathLike, *, layout: str = "large", se
                 normalize_before=False,
             )
         )
-        for model in (text_encoder, text_encoder_2, projection_model, language_model, unet, vae, vocoder):
+        for model in (text_encoder, text_encoder_2, projection_model, language_model, unet, vae):
             _reinit(model)
-            model.eval()
+        # The leaky-ReLU HiFi-GAN stack loses variance per stage; a little extra gain keeps its output audible.
+        _reinit(vocoder, gain=1.2)
 
     scheduler = DDIMScheduler(
         num_train_timesteps=1000,
@@ -307,9 +321,16 @@ def build_tiny_audioldm2(folder: str | os.PathLike, *, layout: str = "large", se
         set_alpha_to_one=False,
         steps_offset=1,
     )
-    feature_extractor = ClapFeatureExtractor(
-        feature_size=64, sampling_rate=48000, hop_length=480, max_length_s=10, fft_window_size=1024,
-        truncation="rand_trunc", padding="repeatpad",
+    feature_extractor = ClapFeatureExtractor(  # laion/clap-htsat-unfused settings
+        feature_size=64,
+        sampling_rate=48000,
+        hop_length=480,
+        max_length_s=10,
+        fft_window_size=1024,
+        frequency_min=50,
+        frequency_max=14000,
+        truncation="rand_trunc",
+        padding="repeatpad",
     )
     pipe = AudioLDM2Pipeline(
         vae=vae,
@@ -327,3 +348,23 @@ def build_tiny_audioldm2(folder: str | os.PathLike, *, layout: str = "large", se
     out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(out, safe_serialization=True)
     return out
+
+
+def write_demo_clip(path: str | os.PathLike, seconds: float = 10.0, sample_rate: int = 44100) -> pathlib.Path:
+    """Write a synthetic stereo test clip (a plucked A-minor arpeggio over a soft noise bed) for the demo."""
+    from .audio import write_audio
+
+    t = torch.arange(int(seconds * sample_rate)) / sample_rate
+    clip = torch.zeros(2, t.numel())
+    generator = torch.Generator().manual_seed(0)
+    for index, freq in enumerate((220.0, 261.63, 329.63, 440.0) * int(max(1, seconds))):
+        onset = index * 0.25
+        if onset >= seconds:
+            break
+        local = (t - onset).clamp_min(0.0)
+        note = torch.sin(2 * math.pi * freq * local) * torch.exp(-4.0 * local) * (t >= onset)
+        clip[index % 2] += 0.3 * note
+        clip[(index + 1) % 2] += 0.15 * note
+    clip += 0.01 * torch.randn(clip.shape, generator=generator)
+    path = pathlib.Path(path)
+    return write_audio(path, clip.clamp(-1.0, 1.0), sample_rate, path.suffix.lstrip(".").lower() or "wav")

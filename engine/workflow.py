@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from dataclasses import dataclass, field
@@ -93,13 +94,28 @@ def _input_specs(cls: type) -> dict[str, tuple[Any, dict, bool]]:
     return specs
 
 
+# Frontend widgets that carry no value for the node (ComfyUI sends "" or null for them).
+_DISPLAY_ONLY = ("AUDIO_UI",)
+
+
+def _validated_by_node(cls: type) -> set[str]:
+    """Inputs a node's VALIDATE_INPUTS names: ComfyUI skips its own checks for those."""
+    check = getattr(cls, "VALIDATE_INPUTS", None)
+    if check is None:
+        return set()
+    spec = inspect.getfullargspec(check)
+    return set(_input_specs(cls)) if spec.varkw else set(spec.args[1:] if spec.args[:1] == ["cls"] else spec.args)
+
+
 def _check_widget(node_id: str, class_type: str, cls: type, name: str, kind: Any, options: dict, value: Any) -> None:
     """Check a literal input value against its declared type, range and choices, as ComfyUI's validator does."""
     def fail(message: str) -> None:
         raise WorkflowError(node_id, message, name, class_type)
 
+    if kind in _DISPLAY_ONLY:
+        return
     if isinstance(kind, (list, tuple)):
-        if value not in kind and not hasattr(cls, "VALIDATE_INPUTS"):
+        if value not in kind:
             shown = ", ".join(map(str, list(kind)[:10])) or "nothing is available"
             fail(f"'{value}' is not one of the choices ({shown}).")
         return
@@ -156,11 +172,13 @@ def validate_workflow(workflow: Workflow, node_classes: dict[str, type]) -> None
                 if outputs[index] != expected and "*" not in (outputs[index], expected):
                     raise WorkflowError(node_id, f"expects {expected} but is linked to a {outputs[index]} output "
                                         f"of node {source_id} ({source_type}).", name, class_type)
+            elif name in _validated_by_node(cls):
+                continue  # the node checks it itself, as inside ComfyUI
             else:
                 _check_widget(node_id, class_type, cls, name, kind, options, value)
         if hasattr(cls, "VALIDATE_INPUTS"):
-            literal = {k: v for k, v in inputs.items() if not _is_link(v)}
-            verdict = cls.VALIDATE_INPUTS(**literal)
+            named = _validated_by_node(cls)
+            verdict = cls.VALIDATE_INPUTS(**{k: (None if _is_link(v) else v) for k, v in inputs.items() if k in named})
             if verdict is not True:
                 raise WorkflowError(node_id, str(verdict), None, class_type)
     execution_order(workflow, node_classes)

@@ -10,7 +10,7 @@ from ..engine import comfy_bridge as bridge
 from ..engine.audio import MP3_QUALITIES, READ_EXTENSIONS, WRITE_FORMATS
 from ..engine.audio_files import load_audio_file, save_audio_files
 from ..engine.errors import PAEInputError
-from .base import PAENode
+from .base import AUDIO_PLAYER, PAENode
 
 
 class LoadAudio(PAENode):
@@ -35,10 +35,10 @@ class LoadAudio(PAENode):
                                     "tooltip": "Resample to this rate in Hz (soxr, very high quality); 0 keeps "
                                     "the file's own rate. Editing nodes resample as their model needs anyway."}),
             "mono": ("BOOLEAN", {"default": False, "tooltip": "Average all channels into one."}),
-        }}
+        }, "optional": {"audioUI": (AUDIO_PLAYER, {"tooltip": "Player for the chosen file (display only)."})}}
 
     def execute(self, audio: str, start: float = 0.0, duration: float = 0.0, sample_rate: int = 0,
-                mono: bool = False) -> tuple:
+                mono: bool = False, audioUI: Any = None) -> tuple:
         return (load_audio_file(audio, start, duration, sample_rate, mono),)
 
     @classmethod
@@ -50,7 +50,9 @@ class LoadAudio(PAENode):
             return ""
 
     @classmethod
-    def VALIDATE_INPUTS(cls, audio: str, **_: Any) -> bool | str:
+    def VALIDATE_INPUTS(cls, audio: str) -> bool | str:
+        # Only 'audio' is named: ComfyUI skips its own checks for named inputs (so fresh uploads pass)
+        # and still range-checks the others.
         try:
             path = bridge.resolve_input_file(audio)
         except PAEInputError as exc:
@@ -83,11 +85,13 @@ class SaveAudio(PAENode):
                 "mp3_quality": (list(MP3_QUALITIES), {"default": "V0", "tooltip": "mp3 only: V0 = variable "
                                 "bit rate, best quality; or a constant bit rate in kbit/s."}),
             },
+            "optional": {"audioUI": (AUDIO_PLAYER, {"tooltip": "Player for the saved audio (display only)."})},
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
     def execute(self, audio: dict[str, Any], filename_prefix: str = "audio/PAE", format: str = "flac",
-                mp3_quality: str = "V0", prompt: Any = None, extra_pnginfo: Any = None) -> dict[str, Any]:
+                mp3_quality: str = "V0", audioUI: Any = None, prompt: Any = None,
+                extra_pnginfo: Any = None) -> dict[str, Any]:
         metadata = {}
         if prompt is not None:
             metadata["prompt"] = json.dumps(prompt)

@@ -9,6 +9,8 @@ from ..engine.errors import PAEInputError
 CATEGORY = "audio/edit"
 # The pack's own ComfyUI types, named once.
 PAE_MODEL = "PAE_MODEL"
+# ComfyUI's frontend widget that plays audio; its upload button and result player need it on the node.
+AUDIO_PLAYER = "AUDIO_UI"
 
 
 class PAENode:

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Set up .venv and run the whole test suite (tiny models built on the fly; no weights, no network).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup-env.sh
+exec .venv/bin/python -m pytest -q "$@"

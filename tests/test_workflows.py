@@ -1,0 +1,117 @@
+"""Shipped workflows run in-process through the runner, on tiny models, and bad graphs name the fault."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from prompt_audio_edit import NODE_CLASS_MAPPINGS
+from prompt_audio_edit.cli import main as pae
+from prompt_audio_edit.engine.audio import read_audio, read_metadata
+from prompt_audio_edit.engine.workflow import WorkflowError, execute_workflow, load_api_workflow
+from tests.conftest import TINY_MODEL, tone, write_with_pyav
+
+WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
+ROUNDTRIP = WORKFLOWS / "audio_roundtrip_api.json"
+
+
+def roundtrip_graph(**changes) -> dict:
+    graph = load_api_workflow(ROUNDTRIP)
+    graph["2"]["inputs"]["model_name"] = TINY_MODEL
+    for key, value in changes.items():
+        node_id, name = key.split("__")
+        graph[node_id]["inputs"][name] = value
+    return graph
+
+
+@pytest.fixture
+def example_dirs(tiny_dirs):
+    """Tiny models plus the example.wav the shipped workflow loads (12 s, 44.1 kHz stereo)."""
+    write_with_pyav(tiny_dirs["input"] / "example.wav", tone(12.0, 44100, 2), 44100, "wav", "pcm_s16le", "s16")
+    return tiny_dirs
+
+
+def test_roundtrip_workflow_runs_in_process(example_dirs):
+    tiny_dirs = example_dirs
+    results = execute_workflow(roundtrip_graph(), NODE_CLASS_MAPPINGS, extra_pnginfo={"workflow": {"nodes": []}})
+    (saved,) = results["5"].ui["audio"]
+    path = tiny_dirs["output"] / saved["subfolder"] / saved["filename"]
+    audio = read_audio(path)
+    # Load trimmed the 12 s file to 10 s; decode restored 44.1 kHz stereo at exactly that length.
+    assert audio["sample_rate"] == 44100 and tuple(audio["waveform"].shape) == (1, 2, 441000)
+    tags = read_metadata(path)
+    assert json.loads(tags["prompt"])["3"]["class_type"] == "PAE_VAEEncode"
+    assert json.loads(tags["workflow"]) == {"nodes": []}
+    assert results["5"].outputs[0].shape[0] == 1  # the spectrogram image
+
+
+def test_cli_runs_the_shipped_workflow_with_overrides(tiny_dirs, capsys):
+    write_with_pyav(tiny_dirs["input"] / "take.flac", tone(1.5, 16000), 16000, "flac", "flac")
+    code = pae(["run", str(ROUNDTRIP), "--set", f"2.model_name={TINY_MODEL}", "--set", "1.audio=take.flac",
+                "--set", "5.format=mp3", "--set", "5.filename_prefix=cli/out",
+                "--models", str(tiny_dirs["models"]), "--input-dir", str(tiny_dirs["input"]),
+                "--out", str(tiny_dirs["output"])])
+    assert code == 0
+    printed = capsys.readouterr()
+    path = Path(printed.out.strip().splitlines()[-1])
+    assert path == tiny_dirs["output"] / "cli" / "out_00001_.mp3" and path.is_file()
+    assert "[4/5]" in printed.err or "[5/5]" in printed.err
+
+
+def test_cli_demo_mode_builds_stand_ins_and_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PAE_DEMO_DIR", str(tmp_path / "demo"))
+    code = pae(["run", str(ROUNDTRIP), "--demo", "--set", "1.duration=1.0", "--models", str(tmp_path / "models"),
+                "--input-dir", str(tmp_path / "input"), "--out", str(tmp_path / "out")])
+    assert code == 0
+    printed = capsys.readouterr()
+    assert "DEMO MODE" in printed.err and "untrained" in printed.err
+    saved = Path(printed.out.strip().splitlines()[-1])
+    assert read_audio(saved)["waveform"].shape[-1] > 0
+
+
+@pytest.mark.parametrize("change,fault", [
+    ({"3__audio": ["9", 0]}, "node 3 (PAE_VAEEncode) input 'audio': links to node 9"),
+    ({"3__audio": ["2", 0]}, "node 3 (PAE_VAEEncode) input 'audio': expects AUDIO but is linked to a PAE_MODEL"),
+    ({"4__latent": ["3", 5]}, "node 4 (PAE_VAEDecode) input 'latent': links to output 5"),
+    ({"5__format": "ogg"}, "node 5 (PAE_SaveAudio) input 'format': 'ogg' is not one of the choices"),
+    ({"1__start": -1.0}, "node 1 (PAE_LoadAudio) input 'start': -1.0 is below the minimum"),
+    ({"1__mono": "yes"}, "node 1 (PAE_LoadAudio) input 'mono': expected true or false"),
+    ({"1__audio": "../../etc/passwd"}, "node 1 (PAE_LoadAudio): PAE_LoadAudio: input 'audio'"),
+])
+def test_bad_graphs_name_the_node_and_input(example_dirs, change, fault):
+    with pytest.raises(WorkflowError) as info:
+        execute_workflow(roundtrip_graph(**change), NODE_CLASS_MAPPINGS)
+    assert fault in str(info.value)
+
+
+def test_missing_input_unknown_node_and_cycle(example_dirs):
+    graph = roundtrip_graph()
+    del graph["4"]["inputs"]["latent"]
+    with pytest.raises(WorkflowError, match=r"node 4 \(PAE_VAEDecode\) input 'latent': required input is missing"):
+        execute_workflow(graph, NODE_CLASS_MAPPINGS)
+    graph = roundtrip_graph()
+    graph["6"] = {"class_type": "KSampler", "inputs": {}}
+    with pytest.raises(WorkflowError, match=r"node 6: unknown node type 'KSampler'"):
+        execute_workflow(graph, NODE_CLASS_MAPPINGS)
+    graph = roundtrip_graph()
+    graph["2"] = {"class_type": "PAE_VAEDecode", "inputs": {"model": ["2", 0], "latent": ["3", 0],
+                                                            "sample_rate": "source"}}
+    with pytest.raises(WorkflowError):
+        execute_workflow(graph, NODE_CLASS_MAPPINGS)
+
+
+def test_runtime_errors_name_the_node(example_dirs):
+    graph = roundtrip_graph(**{"1__start": 15.0})
+    with pytest.raises(WorkflowError, match=r"node 1 \(PAE_LoadAudio\) input 'start': .*past the end"):
+        execute_workflow(graph, NODE_CLASS_MAPPINGS)
+
+
+def test_cli_reports_ui_format_and_bad_set(tmp_path, capsys):
+    ui = tmp_path / "ui.json"
+    ui.write_text(json.dumps({"nodes": [], "links": [], "version": 0.4}))
+    assert pae(["run", str(ui)]) == 2
+    assert "UI-format" in capsys.readouterr().err
+    assert pae(["run", str(ROUNDTRIP), "--set", "nonsense"]) == 2
+    assert "NODE.INPUT=VALUE" in capsys.readouterr().err
