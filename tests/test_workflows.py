@@ -115,3 +115,30 @@ def test_cli_reports_ui_format_and_bad_set(tmp_path, capsys):
     assert "UI-format" in capsys.readouterr().err
     assert pae(["run", str(ROUNDTRIP), "--set", "nonsense"]) == 2
     assert "NODE.INPUT=VALUE" in capsys.readouterr().err
+
+
+def ui_to_api(ui: dict) -> dict:
+    """The API graph a UI-format workflow stands for: widget values in declared order, links by id."""
+    links = {link[0]: link for link in ui["links"]}
+    graph = {}
+    for node in ui["nodes"]:
+        cls = NODE_CLASS_MAPPINGS[node["type"]]
+        declared = cls.INPUT_TYPES()
+        specs = {**declared.get("required", {}), **declared.get("optional", {})}
+        linked = {slot["name"]: links[slot["link"]] for slot in node.get("inputs", []) if slot.get("link")}
+        widgets = [name for name, spec in specs.items()
+                   if name not in linked and spec[0] != "AUDIO_UI" and
+                   (isinstance(spec[0], list) or spec[0] in ("INT", "FLOAT", "STRING", "BOOLEAN"))]
+        inputs = dict(zip(widgets, node.get("widgets_values") or []))
+        inputs.update({name: [str(link[1]), link[2]] for name, link in linked.items()})
+        graph[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return graph
+
+
+@pytest.mark.parametrize("api_path", sorted(WORKFLOWS.glob("*_api.json")), ids=lambda p: p.stem)
+def test_ui_and_api_twins_describe_the_same_graph(api_path):
+    ui_path = api_path.with_name(api_path.name.replace("_api.json", ".json"))
+    ui = json.loads(ui_path.read_text())
+    assert ui["version"] == 0.4 and all(value is not None for value in ui.values())
+    api = load_api_workflow(api_path)
+    assert ui_to_api(ui) == {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in api.items()}
