@@ -1,0 +1,104 @@
+"""The bridge's two faces: plain defaults standalone, ComfyUI's own services when ComfyUI's modules are loaded."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+import torch
+
+from prompt_audio_edit.engine import comfy_bridge as bridge
+
+
+@pytest.fixture
+def fake_comfyui(monkeypatch, tmp_path):
+    """Stand-ins for the ComfyUI modules the bridge talks to, recording what it asks of them."""
+    calls: list[tuple] = []
+    folder_paths = types.ModuleType("folder_paths")
+    folder_paths.models_dir = str(tmp_path / "models")
+    folder_paths.folder_names_and_paths = {"diffusers": ([str(tmp_path / "models" / "diffusers")], set())}
+    folder_paths.add_model_folder_path = lambda name, path, is_default=False: (
+        calls.append(("add_model_folder_path", name, path)),
+        folder_paths.folder_names_and_paths.setdefault(name, ([], set()))[0].append(path))
+    folder_paths.get_folder_paths = lambda name: list(folder_paths.folder_names_and_paths[name][0])
+    folder_paths.get_input_directory = lambda: str(tmp_path / "comfy_input")
+    folder_paths.get_output_directory = lambda: str(tmp_path / "comfy_output")
+    folder_paths.annotated_filepath = lambda name: (name[:-9], str(tmp_path / "comfy_output")) \
+        if name.endswith(" [output]") else (name, None)
+
+    mm = types.ModuleType("comfy.model_management")
+    mm.get_torch_device = lambda: torch.device("cpu")
+    mm.unet_offload_device = lambda: torch.device("cpu")
+    mm.load_models_gpu = lambda models, **kw: calls.append(("load_models_gpu", len(models), kw))
+    mm.soft_empty_cache = lambda: calls.append(("soft_empty_cache",))
+    mm.throw_exception_if_processing_interrupted = lambda: calls.append(("interrupt_check",))
+    mm.should_use_fp16 = lambda device: True
+    mm.should_use_bf16 = lambda device: False
+
+    class ModelPatcher:
+        def __init__(self, model, load_device, offload_device, size=0):
+            calls.append(("ModelPatcher", size))
+            self.model = model
+
+    class ProgressBar:
+        def __init__(self, total):
+            calls.append(("ProgressBar", total))
+
+        def update(self, n):
+            calls.append(("progress", n))
+
+    comfy = types.ModuleType("comfy")
+    patcher_module = types.ModuleType("comfy.model_patcher")
+    patcher_module.ModelPatcher = ModelPatcher
+    utils = types.ModuleType("comfy.utils")
+    utils.ProgressBar = ProgressBar
+    comfy.model_management, comfy.model_patcher, comfy.utils = mm, patcher_module, utils
+    for name, module in {"folder_paths": folder_paths, "comfy": comfy, "comfy.model_management": mm,
+                         "comfy.model_patcher": patcher_module, "comfy.utils": utils}.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    assert bridge.in_comfyui()
+    return calls, tmp_path
+
+
+def test_standalone_defaults(monkeypatch, tmp_path):
+    bridge.reset_directories()
+    monkeypatch.setenv("PAE_MODELS_DIR", str(tmp_path / "m"))
+    assert not bridge.in_comfyui()
+    assert bridge.model_folders("musicgen") == [tmp_path / "m" / "musicgen"]
+    assert bridge.choose_dtype("auto", torch.device("cpu")) == torch.float32
+    bridge.request_interrupt()
+    with pytest.raises(bridge.Interrupted):
+        bridge.check_interrupted()
+    bridge.check_interrupted()  # the request is consumed
+
+
+def test_inside_comfyui_folders_come_from_folder_paths(fake_comfyui):
+    calls, tmp_path = fake_comfyui
+    assert bridge.model_folders("diffusers") == [tmp_path / "models" / "diffusers"]
+    assert bridge.model_folders("tango") == [tmp_path / "models" / "tango"]
+    assert ("add_model_folder_path", "tango", str(tmp_path / "models" / "tango")) in calls
+    assert bridge.input_directory() == tmp_path / "comfy_input"
+    assert bridge.resolve_input_file("take.wav [output]") == tmp_path / "comfy_output" / "take.wav"
+    assert bridge.choose_dtype("auto", torch.device("cuda")) == torch.float16
+
+
+def test_inside_comfyui_models_are_managed_and_loaded_whole(fake_comfyui):
+    calls, _ = fake_comfyui
+    shared = torch.nn.Linear(4, 4)
+    tied = torch.nn.Linear(4, 4)
+    tied.weight = shared.weight  # counted once in the size ComfyUI is told
+    managed = bridge.ManagedModel({"a": shared, "b": tied}, torch.device("cpu"), "test")
+    expected = (16 + 4 + 4) * 4
+    assert ("ModelPatcher", expected) in calls
+    managed.activate()
+    assert ("load_models_gpu", 1, {"force_full_load": True}) in calls
+
+
+def test_inside_comfyui_progress_and_interruption(fake_comfyui):
+    calls, _ = fake_comfyui
+    with bridge.Progress(3) as progress:
+        for _ in range(3):
+            progress.step()
+    assert calls.count(("progress", 1)) == 3 and calls.count(("interrupt_check",)) == 3
+    assert ("ProgressBar", 3) in calls
