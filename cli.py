@@ -73,9 +73,19 @@ def _prepare_demo(workflow: dict[str, Any]) -> list[str]:
     return stood_in
 
 
+def _quiet_library_progress() -> None:
+    """Hide diffusers/transformers loading bars: the runner reports progress per node itself."""
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def _run(args: argparse.Namespace) -> int:
     from . import NODE_CLASS_MAPPINGS
 
+    _quiet_library_progress()
     bridge.set_directories(models=args.models, input=args.input_dir, output=args.out)
     workflow = apply_overrides(load_api_workflow(args.workflow), args.overrides)
     extra_pnginfo = {}
