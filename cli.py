@@ -118,9 +118,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return _run(args)
     except WorkflowError as exc:
-        print(f"pae: {exc}", file=sys.stderr)
+        if exc.__cause__ is not None and os.environ.get("PAE_DEBUG"):
+            import traceback
+
+            traceback.print_exception(exc.__cause__)
+        hint = " (set PAE_DEBUG=1 for the traceback)" if exc.__cause__ is not None else ""
+        print(f"pae: {exc}{hint}", file=sys.stderr)
         return 2
-    except bridge.Interrupted:
+    except (bridge.Interrupted, KeyboardInterrupt):
         print("pae: interrupted", file=sys.stderr)
         return 130
     return 1

@@ -12,12 +12,15 @@ from .audio import (WRITE_FORMATS, check_audio, encode_audio, make_audio, read_a
 from .errors import PAEInputError
 from .files import atomic_write_bytes, numbered_output_paths
 
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 4000, 192000
+
 
 def load_audio_file(name: str, start_s: float = 0.0, duration_s: float = 0.0, sample_rate: int = 0,
                     mono: bool = False) -> dict[str, Any]:
     """Read a file the user picked from the input folder into an AUDIO dict, trimmed, resampled, downmixed."""
-    if sample_rate < 0:
-        raise PAEInputError("sample_rate", f"must be 0 (keep) or a rate in Hz, got {sample_rate}.")
+    if sample_rate != 0 and not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise PAEInputError("sample_rate", f"must be 0 (keep the file's rate) or {MIN_SAMPLE_RATE}-"
+                            f"{MAX_SAMPLE_RATE} Hz, got {sample_rate}.")
     path = bridge.resolve_input_file(name, "audio")
     audio = read_audio(path, start_s=start_s, duration_s=duration_s or None, input_name="audio")
     waveform, rate = audio["waveform"], audio["sample_rate"]

@@ -228,12 +228,16 @@ class Progress:
 
 
 # ------------------------------------------------------------------------------------ model memory
+class PromptAudioEditModel(torch.nn.ModuleDict):
+    """A loaded model's parts in one plain container; ComfyUI's log names models by this class."""
+
+
 class ManagedModel:
     """A loaded model's weight-bearing parts; inside ComfyUI a ModelPatcher lets ComfyUI move and free them."""
 
     def __init__(self, modules: dict[str, torch.nn.Module], device: torch.device, label: str):
         # A plain container: ComfyUI's patcher sets attributes (e.g. .device) that diffusers models forbid.
-        self.container = torch.nn.ModuleDict(modules)
+        self.container = PromptAudioEditModel(modules)
         self.container.requires_grad_(False).eval()
         self.label = label
         self.patcher: Any = None

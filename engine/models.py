@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import weakref
 from pathlib import Path
 from typing import Callable
 
@@ -18,7 +19,9 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 # Components of a diffusers folder that carry weights (the rest are tokenizers, schedulers, feature extractors).
 _NON_WEIGHT_LIBS = ("Tokenizer", "Scheduler", "FeatureExtractor", "Processor")
 
-_cache: dict[tuple[str, str, str], Backbone] = {}
+# Weak values: a model lives while ComfyUI's output cache (or a run) holds it, and is freed with it,
+# so switching models does not pile them up in memory.
+_cache: "weakref.WeakValueDictionary[tuple[str, str, str], Backbone]" = weakref.WeakValueDictionary()
 _lock = threading.Lock()
 
 
@@ -131,7 +134,7 @@ _LOADERS: dict[str, Callable] = {"audioldm2": _load_audioldm2}
 
 
 def load_backbone(model_name: str, dtype_name: str = "auto") -> Backbone:
-    """Load a backbone once per (folder, dtype, device) and reuse it; inside ComfyUI it is memory-managed."""
+    """Load a backbone once per (folder, dtype, device) and share it while in use; inside ComfyUI it is memory-managed."""
     folder = find_model_folder(model_name)
     family = detect_family(folder)
     if family not in _LOADERS:
@@ -145,8 +148,9 @@ def load_backbone(model_name: str, dtype_name: str = "auto") -> Backbone:
     dtype = bridge.choose_dtype(dtype_name, device)
     key = (os.path.realpath(folder), str(dtype), str(device))
     with _lock:
-        if key in _cache:
-            return _cache[key]
+        cached = _cache.get(key)
+        if cached is not None:
+            return cached
         try:
             backbone = _LOADERS[family](folder, dtype, device)
         except PAEInputError:

@@ -244,6 +244,10 @@ def execute_workflow(workflow: Workflow, node_classes: dict[str, type], *, extra
             returned = getattr(cls(), cls.FUNCTION)(**kwargs)
         except PAEInputError as exc:
             raise WorkflowError(node_id, exc.message, exc.input_name, class_type) from None
+        except (KeyboardInterrupt, WorkflowError):
+            raise
+        except Exception as exc:  # a bug or an environment failure: keep the cause, name the node
+            raise WorkflowError(node_id, f"failed with {exc.__class__.__name__}: {exc}", None, class_type) from exc
         ui = {}
         if isinstance(returned, dict):
             ui = returned.get("ui", {})

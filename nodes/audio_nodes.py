@@ -8,7 +8,7 @@ from typing import Any
 
 from ..engine import comfy_bridge as bridge
 from ..engine.audio import MP3_QUALITIES, READ_EXTENSIONS, WRITE_FORMATS
-from ..engine.audio_files import load_audio_file, save_audio_files
+from ..engine.audio_files import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, load_audio_file, save_audio_files
 from ..engine.errors import PAEInputError
 from .base import AUDIO_PLAYER, PAENode
 
@@ -31,9 +31,10 @@ class LoadAudio(PAENode):
                                 "tooltip": "Where the clip starts, in seconds from the beginning of the file."}),
             "duration": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 86400.0, "step": 0.01,
                                    "tooltip": "Length of the clip in seconds; 0 keeps everything after start."}),
-            "sample_rate": ("INT", {"default": 0, "min": 0, "max": 192000, "step": 1,
-                                    "tooltip": "Resample to this rate in Hz (soxr, very high quality); 0 keeps "
-                                    "the file's own rate. Editing nodes resample as their model needs anyway."}),
+            "sample_rate": ("INT", {"default": 0, "min": 0, "max": MAX_SAMPLE_RATE, "step": 1,
+                                    "tooltip": f"Resample to this rate in Hz ({MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE}, "
+                                    "soxr very high quality); 0 keeps the file's own rate. Editing nodes "
+                                    "resample as their model needs anyway."}),
             "mono": ("BOOLEAN", {"default": False, "tooltip": "Average all channels into one."}),
         }, "optional": {"audioUI": (AUDIO_PLAYER, {"tooltip": "Player for the chosen file (display only)."})}}
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 import torch
@@ -75,6 +78,18 @@ def test_loader_caches_one_model_per_folder_and_dtype(tiny_dirs):
     assert TINY_MODEL in LoadModel.INPUT_TYPES()["required"]["model_name"][0]
     (half,) = LoadModel().run(model_name=TINY_MODEL, dtype="bf16")
     assert half is not first and half.dtype == torch.bfloat16
+    # Once nothing holds a model (ComfyUI's cache dropped it), it is freed rather than kept forever.
+    gone = weakref.ref(half)
+    del half
+    gc.collect()
+    assert gone() is None
+
+
+def test_reduced_precision_round_trip(tiny_dirs):
+    (half,) = LoadModel().run(model_name=TINY_MODEL, dtype="bf16")
+    latent, decoded = round_trip(half, core_style_audio(1.0, 22050, 2))
+    assert decoded["waveform"].dtype == torch.float32 and decoded["waveform"].shape == (1, 2, 22050)
+    assert torch.isfinite(decoded["waveform"]).all()
 
 
 def test_text_encoding_returns_both_streams_and_t5_tokens(tiny_backbone):

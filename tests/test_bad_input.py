@@ -63,6 +63,13 @@ def test_zero_length_audio(dirs):
     assert str(err).startswith("PAE_VAEEncode: input 'audio':") and "empty" in err.message
 
 
+@pytest.mark.parametrize("rate", [7, 3999, 250000])
+def test_unusable_target_sample_rate(dirs, rate):
+    write_with_pyav(dirs["input"] / "ok.wav", tone(0.5, 16000), 16000, "wav", "pcm_s16le", "s16")
+    err = error_of(LoadAudio().run, audio="ok.wav", start=0.0, duration=0.0, sample_rate=rate, mono=False)
+    assert str(err).startswith("PAE_LoadAudio: input 'sample_rate':") and "4000" in err.message
+
+
 def test_trim_past_the_end(dirs):
     write_with_pyav(dirs["input"] / "short.wav", tone(1.0, 16000), 16000, "wav", "pcm_s16le", "s16")
     err = error_of(load, "short.wav", start=5.0)

@@ -108,6 +108,20 @@ def test_runtime_errors_name_the_node(example_dirs):
         execute_workflow(graph, NODE_CLASS_MAPPINGS)
 
 
+def test_unexpected_failures_name_the_node(example_dirs, monkeypatch, capsys):
+    import prompt_audio_edit.nodes.model_nodes as model_nodes
+
+    def broken(model, audio):
+        raise RuntimeError("CUDA error: out of memory")
+
+    monkeypatch.setattr(model_nodes, "vae_encode", broken)
+    with pytest.raises(WorkflowError, match=r"node 3 \(PAE_VAEEncode\): failed with RuntimeError: CUDA error"):
+        execute_workflow(roundtrip_graph(), NODE_CLASS_MAPPINGS)
+    code = pae(["run", str(ROUNDTRIP), "--set", f"2.model_name={TINY_MODEL}", "--models", str(example_dirs["models"]),
+                "--input-dir", str(example_dirs["input"]), "--out", str(example_dirs["output"])])
+    assert code == 2 and "PAE_DEBUG=1" in capsys.readouterr().err
+
+
 def test_cli_reports_ui_format_and_bad_set(tmp_path, capsys):
     ui = tmp_path / "ui.json"
     ui.write_text(json.dumps({"nodes": [], "links": [], "version": 0.4}))
