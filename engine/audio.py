@@ -82,7 +82,6 @@ def read_audio(path: str | os.PathLike, *, start_s: float = 0.0, duration_s: flo
                 raise PAEInputError(input_name, f"'{path.name}' has no audio stream.")
             stream = container.streams.audio[0]
             rate = stream.codec_context.sample_rate
-            channels = stream.codec_context.channels
             # Convert every sample format (s16, s32, u8, planar or packed) to float planar at the same rate.
             converter = av.AudioResampler(format="fltp", rate=rate)
             chunks = []
@@ -98,9 +97,7 @@ def read_audio(path: str | os.PathLike, *, start_s: float = 0.0, duration_s: flo
                             f"{exc}). Is it really an audio file?") from None
     if not chunks or not rate:
         raise PAEInputError(input_name, f"'{path.name}' contains no audio samples (zero length).")
-    data = np.concatenate(chunks, axis=1)
-    if data.shape[0] != channels and channels:
-        data = data.reshape(-1, channels).T
+    data = np.concatenate(chunks, axis=1)  # planar float: [channels, samples]
     waveform = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))[None]
     audio = make_audio(waveform, rate)
     if start_s or duration_s is not None:

@@ -52,6 +52,13 @@ def test_read_every_format(tmp_path, name, container, codec, sample_format, rate
         assert waveform.abs().max() > 0.1
 
 
+@pytest.mark.parametrize("fmt", ["wav", "flac"])
+def test_multichannel_write_round_trip(tmp_path, fmt):
+    data = torch.from_numpy(tone(0.2, 48000, 6))
+    back = read_audio(write_audio(tmp_path / f"six.{fmt}", data, 48000, fmt))["waveform"][0]
+    assert back.shape == data.shape and (back - data).abs().max() < 2 / 32768
+
+
 @pytest.mark.parametrize("fmt", ["wav", "flac", "mp3"])
 def test_write_read_round_trip_keeps_metadata(tmp_path, fmt):
     data = torch.from_numpy(tone(0.5, 44100, 2))
