@@ -98,16 +98,16 @@ def _input_specs(cls: type) -> dict[str, tuple[Any, dict, bool]]:
 _DISPLAY_ONLY = ("AUDIO_UI",)
 
 
-def _validated_by_node(cls: type) -> set[str]:
+def _validated_by_node(cls: type, specs: dict[str, tuple[Any, dict, bool]]) -> set[str]:
     """Inputs a node's VALIDATE_INPUTS names: ComfyUI skips its own checks for those."""
     check = getattr(cls, "VALIDATE_INPUTS", None)
     if check is None:
         return set()
     spec = inspect.getfullargspec(check)
-    return set(_input_specs(cls)) if spec.varkw else set(spec.args[1:] if spec.args[:1] == ["cls"] else spec.args)
+    return set(specs) if spec.varkw else set(spec.args[1:] if spec.args[:1] == ["cls"] else spec.args)
 
 
-def _check_widget(node_id: str, class_type: str, cls: type, name: str, kind: Any, options: dict, value: Any) -> None:
+def _check_widget(node_id: str, class_type: str, name: str, kind: Any, options: dict, value: Any) -> None:
     """Check a literal input value against its declared type, range and choices, as ComfyUI's validator does."""
     def fail(message: str) -> None:
         raise WorkflowError(node_id, message, name, class_type)
@@ -150,7 +150,9 @@ def validate_workflow(workflow: Workflow, node_classes: dict[str, type]) -> None
                                 f"{', '.join(sorted(node_classes))}.")
         cls = node_classes[class_type]
         inputs = node.get("inputs", {})
-        for name, (kind, options, required) in _input_specs(cls).items():
+        specs = _input_specs(cls)  # INPUT_TYPES may list folders: ask once per node
+        validated = _validated_by_node(cls, specs)
+        for name, (kind, options, required) in specs.items():
             if name not in inputs:
                 if required:
                     raise WorkflowError(node_id, "required input is missing.", name, class_type)
@@ -172,13 +174,13 @@ def validate_workflow(workflow: Workflow, node_classes: dict[str, type]) -> None
                 if outputs[index] != expected and "*" not in (outputs[index], expected):
                     raise WorkflowError(node_id, f"expects {expected} but is linked to a {outputs[index]} output "
                                         f"of node {source_id} ({source_type}).", name, class_type)
-            elif name in _validated_by_node(cls):
+            elif name in validated:
                 continue  # the node checks it itself, as inside ComfyUI
             else:
-                _check_widget(node_id, class_type, cls, name, kind, options, value)
+                _check_widget(node_id, class_type, name, kind, options, value)
         if hasattr(cls, "VALIDATE_INPUTS"):
-            named = _validated_by_node(cls)
-            verdict = cls.VALIDATE_INPUTS(**{k: (None if _is_link(v) else v) for k, v in inputs.items() if k in named})
+            verdict = cls.VALIDATE_INPUTS(**{k: (None if _is_link(v) else v) for k, v in inputs.items()
+                                            if k in validated})
             if verdict is not True:
                 raise WorkflowError(node_id, str(verdict), None, class_type)
     execution_order(workflow, node_classes)
