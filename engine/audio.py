@@ -238,8 +238,12 @@ def spectrogram_image(waveform: torch.Tensor, sample_rate: int, *, height: int =
     spec = torch.stft(mono, n_fft=n_fft, hop_length=hop, window=torch.hann_window(n_fft), return_complex=True).abs()
     db = 20.0 * torch.log10(spec.clamp_min(1e-10))
     db = (db - db.max()).clamp_min(-dynamic_range_db) / dynamic_range_db + 1.0  # 0 = floor, 1 = loudest
-    db = db.flip(0).numpy()  # low frequencies at the bottom
-    position = db * (len(_COLOURMAP) - 1)
+    return colourise(db.flip(0))  # low frequencies at the bottom
+
+
+def colourise(values: torch.Tensor) -> torch.Tensor:
+    """Map values in [0, 1] ([H, W]) through the pack's colour map to an IMAGE tensor [H, W, 3]."""
+    position = values.detach().float().cpu().clamp(0.0, 1.0).numpy() * (len(_COLOURMAP) - 1)
     low = np.clip(np.floor(position).astype(int), 0, len(_COLOURMAP) - 2)
     frac = (position - low)[..., None]
     rgb = _COLOURMAP[low] * (1.0 - frac) + _COLOURMAP[low + 1] * frac

@@ -12,6 +12,8 @@ from .errors import PAEInputError
 from .latent import latent_info
 
 DECODE_RATES = ("source", "model")
+# Extra AUDIO key: one dict per batch row {"clip", "guidance", "target_prompt", "source_prompt"}; core nodes ignore it.
+CANDIDATES_KEY = "pae_candidates"
 
 
 def vae_encode(backbone: Backbone, audio: dict[str, Any]) -> dict[str, Any]:
@@ -27,7 +29,7 @@ def vae_decode(backbone: Backbone, latent: dict[str, Any], sample_rate: str = "s
     info = latent_info(latent, backbone.family, backbone.latent_channels, "latent")
     waveform = backbone.decode_latent(latent)
     if sample_rate == "model" or not info:
-        return make_audio(waveform, backbone.sample_rate)
+        return _with_candidates(make_audio(waveform, backbone.sample_rate), info)
     rate = info["source_sample_rate"]
     waveform = resample(waveform, backbone.sample_rate, rate)
     # soxr rounds the resampled length; the source length is recorded exactly.
@@ -35,4 +37,12 @@ def vae_decode(backbone: Backbone, latent: dict[str, Any], sample_rate: str = "s
     waveform = torch.nn.functional.pad(waveform, (0, max(0, length - waveform.shape[-1])))[..., :length]
     if info["source_channels"] in (1, 2):
         waveform = to_channels(waveform, info["source_channels"])
-    return make_audio(waveform, rate)
+    return _with_candidates(make_audio(waveform, rate), info)
+
+
+def _with_candidates(audio: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """Carry an edit's per-row candidate labels (guidance scale, prompts) into the AUDIO for CLAP Select."""
+    candidates = info.get("candidates")
+    if isinstance(candidates, list) and len(candidates) == audio["waveform"].shape[0]:
+        audio[CANDIDATES_KEY] = [dict(c) for c in candidates]
+    return audio

@@ -9,6 +9,9 @@ from ..engine.errors import PAEInputError
 CATEGORY = "audio/edit"
 # The pack's own ComfyUI types, named once.
 PAE_MODEL = "PAE_MODEL"
+PAE_INVERSION = "PAE_INVERSION"    # an inverted clip: start latent, per-step noise, prompt, scheduler settings
+PAE_ATTENTION_EDIT = "PAE_ATTENTION_EDIT"  # what to change in the attention: prompts, mode, words, windows
+PAE_CLAP = "PAE_CLAP"              # a loaded CLAP text-audio model
 # ComfyUI's frontend widget that plays audio; its upload button and result player need it on the node.
 AUDIO_PLAYER = "AUDIO_UI"
 

@@ -40,6 +40,28 @@ class TextConditioning:
             tokens={k: [v[i] for i in picked] for k, v in self.tokens.items()},
         )
 
+    @staticmethod
+    def concat(parts: list["TextConditioning"]) -> "TextConditioning":
+        """Stack prompts encoded separately, padding each stream to the longest with masked zeros."""
+        streams, masks = {}, {}
+        for name in parts[0].streams:
+            tensors = [p.streams[name] for p in parts]
+            length = max(t.shape[1] for t in tensors)
+            if all(p.masks.get(name) is None for p in parts) and all(t.shape[1] == length for t in tensors):
+                streams[name], masks[name] = torch.cat(tensors), None
+                continue
+            padded, padded_masks = [], []
+            for part, tensor in zip(parts, tensors):
+                mask = part.masks.get(name)
+                if mask is None:
+                    mask = torch.ones(tensor.shape[:2], dtype=torch.long, device=tensor.device)
+                extra = length - tensor.shape[1]
+                padded.append(torch.nn.functional.pad(tensor, (0, 0, 0, extra)))
+                padded_masks.append(torch.nn.functional.pad(mask, (0, extra)))
+            streams[name], masks[name] = torch.cat(padded), torch.cat(padded_masks)
+        tokens = {k: [row for p in parts for row in p.tokens[k]] for k in parts[0].tokens}
+        return TextConditioning([q for p in parts for q in p.prompts], streams, masks, tokens)
+
 
 class Backbone(ABC):
     """A latent audio diffusion model: audio <-> latent, text -> conditioning, one denoising prediction."""
