@@ -40,27 +40,59 @@ def _demo_root() -> Path:
     return Path(os.environ.get("PAE_DEMO_DIR") or Path.home() / ".cache" / "prompt-audio-edit" / "demo")
 
 
+def _stand_in_model(node_id: str, class_type: str, model_name: str, root: Path) -> str | None:
+    """Build a tiny untrained model where a loader names one that is missing; say what was stood in."""
+    from .engine.errors import PAEInputError
+
+    if class_type == "PAE_LoadCLAP":
+        from .engine.clap import find_clap_folder
+        from .engine.demo_clap import build_tiny_clap
+
+        try:
+            find_clap_folder(model_name)
+            return None
+        except PAEInputError:
+            folder = root / "models" / "clap" / model_name
+            if not (folder / "config.json").is_file():
+                build_tiny_clap(folder)
+            return f"CLAP '{model_name}' (node {node_id}) -> tiny untrained CLAP at {folder}"
+    from .engine.models import find_model_folder
+
+    try:
+        find_model_folder(model_name)
+        return None
+    except PAEInputError:
+        kind, _, name = model_name.partition("/")
+        folder = root / "models" / (kind or "diffusers") / (name or "demo")
+        if kind == "tango":
+            from .engine.demo_tango import build_tiny_tango
+
+            if not (folder / "main_config.json").is_file():
+                build_tiny_tango(folder)
+            return f"model '{model_name}' (node {node_id}) -> tiny untrained Tango at {folder}"
+        from .engine.demo_models import build_tiny_audioldm2
+
+        if not (folder / "model_index.json").is_file():
+            build_tiny_audioldm2(folder)
+        return f"model '{model_name}' (node {node_id}) -> tiny untrained AudioLDM2 at {folder}"
+
+
 def _prepare_demo(workflow: dict[str, Any]) -> list[str]:
     """Build tiny models and a test clip for whatever the workflow names that is missing; say what was stood in."""
-    from .engine.demo_models import build_tiny_audioldm2, write_demo_clip
+    from .engine.demo_models import write_demo_clip
     from .engine.errors import PAEInputError
-    from .engine.models import find_model_folder
 
     stood_in = []
     root = _demo_root()
     for node_id, node in workflow.items():
         inputs = node.get("inputs", {})
-        if node.get("class_type") == "PAE_LoadModel" and isinstance(inputs.get("model_name"), str):
-            try:
-                find_model_folder(inputs["model_name"])
-            except PAEInputError:
-                kind, _, name = inputs["model_name"].partition("/")
-                folder = root / "models" / (kind or "diffusers") / (name or "demo")
-                if not (folder / "model_index.json").is_file():
-                    build_tiny_audioldm2(folder)
+        class_type = node.get("class_type")
+        if class_type in ("PAE_LoadModel", "PAE_LoadCLAP") and isinstance(inputs.get("model_name"), str):
+            note = _stand_in_model(node_id, class_type, inputs["model_name"], root)
+            if note:
                 bridge.add_model_root(root / "models")
-                stood_in.append(f"model '{inputs['model_name']}' (node {node_id}) -> tiny untrained AudioLDM2 at {folder}")
-        if node.get("class_type") == "PAE_LoadAudio" and isinstance(inputs.get("audio"), str):
+                stood_in.append(note)
+        if class_type == "PAE_LoadAudio" and isinstance(inputs.get("audio"), str):
             try:
                 exists = bridge.resolve_input_file(inputs["audio"]).is_file()
             except PAEInputError:

@@ -224,11 +224,8 @@ class EditProcessor:
 
 @contextlib.contextmanager
 def attention_control(denoiser: torch.nn.Module, sites: list[CrossAttentionSite],
-                      controller: AttentionController | None) -> Iterator[None]:
+                      controller: AttentionController) -> Iterator[None]:
     """Install the controller's processors on every cross- and self-attention layer; restore the originals after."""
-    if controller is None:
-        yield
-        return
     originals = dict(denoiser.attn_processors)
     by_name = {site.name: site for site in sites}
     patched = {}

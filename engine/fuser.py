@@ -8,6 +8,7 @@ Every target uses the same source maps, so K guidance scales cost K + 1 rows, no
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,8 +123,9 @@ def run_branches(backbone: Backbone, inversion: Inversion, clip: int, target_pro
                                          _stream_mappings(backbone, edit, conditioning, source_cond, target_cond[0]),
                                          BranchLayout(source_cond, target_cond), grid, word, recording)
 
-    sites = backbone.cross_attention_sites()
-    with bridge.Progress(steps, "PPAE edit") as progress, attention_control(backbone.denoiser, sites, controller):
+    control = attention_control(backbone.denoiser, backbone.cross_attention_sites(), controller) \
+        if controller is not None else contextlib.nullcontext()
+    with bridge.Progress(steps, "PPAE edit") as progress, control:
         for n in range(steps):
             t, alpha, alpha_prev = inversion.step(n)
             sigma = inversion.sigma(n)

@@ -140,8 +140,19 @@ def _check_widget(node_id: str, class_type: str, name: str, kind: Any, options: 
             fail(f"{value} is above the maximum {options['max']}.")
 
 
+# ComfyUI core's preview nodes only show things in the browser; headless, the runner leaves them out.
+CORE_PREVIEW_NODES = ("PreviewImage", "PreviewAudio")
+
+
+def without_previews(workflow: Workflow, node_classes: dict[str, type]) -> Workflow:
+    """The workflow minus core preview nodes this runner cannot show (nothing links from them: they have no outputs)."""
+    return {node_id: node for node_id, node in workflow.items()
+            if not (node.get("class_type") in CORE_PREVIEW_NODES and node.get("class_type") not in node_classes)}
+
+
 def validate_workflow(workflow: Workflow, node_classes: dict[str, type]) -> None:
     """Check every node exists, every input is present and fits, every link joins matching types."""
+    workflow = without_previews(workflow, node_classes)
     for node_id in sorted(workflow, key=_id_order):
         node = workflow[node_id]
         class_type = node.get("class_type")
@@ -226,6 +237,7 @@ class NodeRun:
 def execute_workflow(workflow: Workflow, node_classes: dict[str, type], *, extra_pnginfo: dict | None = None,
                      on_node: Callable[[int, int, str, str], None] | None = None) -> dict[str, NodeRun]:
     """Validate, then run the nodes in dependency order, passing outputs along links."""
+    workflow = without_previews(workflow, node_classes)
     validate_workflow(workflow, node_classes)
     order = execution_order(workflow, node_classes)
     results: dict[str, NodeRun] = {}

@@ -13,6 +13,7 @@ from prompt_audio_edit.engine import comfy_bridge as bridge
 from prompt_audio_edit.engine import models as model_registry
 
 TINY_MODEL = "diffusers/tiny-audioldm2"
+TINY_V_MODEL = "diffusers/tiny-audioldm2-v"  # the same weights with a v-prediction scheduler
 
 
 @pytest.fixture(scope="session")
@@ -20,8 +21,16 @@ def tiny_models_root(tmp_path_factory) -> Path:
     """A models folder holding one tiny AudioLDM2 (-large stream layout), built once per test session."""
     from prompt_audio_edit.engine.demo_models import build_tiny_audioldm2
 
+    import json
+    import shutil
+
     root = tmp_path_factory.mktemp("models")
-    build_tiny_audioldm2(root / "diffusers" / "tiny-audioldm2", layout="large", seed=0)
+    folder = build_tiny_audioldm2(root / "diffusers" / "tiny-audioldm2", layout="large", seed=0)
+    v_folder = shutil.copytree(folder, root / "diffusers" / "tiny-audioldm2-v")
+    config_path = v_folder / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_path.read_text())
+    config["prediction_type"] = "v_prediction"
+    config_path.write_text(json.dumps(config))
     return root
 
 

@@ -10,7 +10,7 @@ import pytest
 from prompt_audio_edit import NODE_CLASS_MAPPINGS
 from prompt_audio_edit.cli import main as pae
 from prompt_audio_edit.engine.audio import read_audio, read_metadata
-from prompt_audio_edit.engine.workflow import WorkflowError, execute_workflow, load_api_workflow
+from prompt_audio_edit.engine.workflow import CORE_PREVIEW_NODES, WorkflowError, execute_workflow, load_api_workflow
 from tests.conftest import TINY_MODEL, tone, write_with_pyav
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
@@ -136,6 +136,11 @@ def ui_to_api(ui: dict) -> dict:
     links = {link[0]: link for link in ui["links"]}
     graph = {}
     for node in ui["nodes"]:
+        if node["type"] in CORE_PREVIEW_NODES:  # core nodes without widgets: links only
+            linked = {slot["name"]: links[slot["link"]] for slot in node.get("inputs", []) if slot.get("link")}
+            graph[str(node["id"])] = {"class_type": node["type"],
+                                      "inputs": {name: [str(link[1]), link[2]] for name, link in linked.items()}}
+            continue
         cls = NODE_CLASS_MAPPINGS[node["type"]]
         declared = cls.INPUT_TYPES()
         specs = {**declared.get("required", {}), **declared.get("optional", {})}

@@ -1,0 +1,339 @@
+"""PPAE on the tiny AudioLDM2 (ε and v): inversion round trips, identity edits, batching, interruption, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from prompt_audio_edit.engine import comfy_bridge as bridge
+from prompt_audio_edit.engine import models as model_registry
+from prompt_audio_edit.engine.alignment import align_tokens, refine_mapping, replace_mapping, token_words
+from prompt_audio_edit.engine.fuser import redenoise
+from prompt_audio_edit.engine.fusion import FusionSchedule
+from prompt_audio_edit.engine.inversion import invert
+from prompt_audio_edit.engine.vae import vae_encode
+from prompt_audio_edit.nodes import NODE_CLASS_MAPPINGS
+from tests.conftest import TINY_MODEL, TINY_V_MODEL, core_style_audio
+
+Invert = NODE_CLASS_MAPPINGS["PAE_DDIMInvert"]
+Controller = NODE_CLASS_MAPPINGS["PAE_AttentionController"]
+Fuser = NODE_CLASS_MAPPINGS["PAE_Fuser"]
+
+SOURCE = "a dog barking in the rain"
+STEPS = 8  # edit_start 0.5: four edit steps, enough for every window and schedule to change value
+
+
+@pytest.fixture(params=[TINY_MODEL, TINY_V_MODEL], ids=["eps", "v"])
+def backbone(request, tiny_dirs):
+    return model_registry.load_backbone(request.param, "fp32")
+
+
+@pytest.fixture
+def clip_latent(backbone):
+    return vae_encode(backbone, core_style_audio(1.0, 16000, 1))
+
+
+def ddpm(backbone, latent, guidance=3.0, seed=1):
+    (inversion,) = Invert().run(model=backbone, latent=latent, source_prompt=SOURCE, method="ddpm", steps=STEPS,
+                                guidance=guidance, edit_start=0.5, seed=seed)
+    return inversion
+
+
+def edit(target, mode="replace", **kwargs):
+    (spec,) = Controller().run(source_prompt=kwargs.pop("source", SOURCE), target_prompt=target, mode=mode,
+                               **kwargs)
+    return spec
+
+
+def fuse(backbone, inversion, spec, scales="3", **kwargs):
+    latent, maps = Fuser().run(model=backbone, inversion=inversion, attention_edit=spec, guidance_scales=scales,
+                               **kwargs)
+    return latent, maps
+
+
+# ---------------------------------------------------------------------------------------------- inversion
+def test_ddpm_inversion_reproduces_the_latent(backbone, clip_latent):
+    x0 = clip_latent["samples"]
+    for guidance in (1.0, 3.0):
+        inversion = ddpm(backbone, clip_latent, guidance)
+        assert inversion.edit_steps == STEPS // 2 and inversion.noise.shape[0] == STEPS // 2
+        back = redenoise(backbone, inversion)["samples"]
+        assert torch.allclose(back, x0, atol=1e-4), (back - x0).abs().max()
+        # With another prompt the same noise gives something else: the test above could fail.
+        other = redenoise(backbone, inversion, prompt="a cat meowing in the rain")["samples"]
+        assert (other - x0).abs().max() > 1e-2
+
+
+def test_ddpm_inversion_is_seeded(backbone, clip_latent):
+    first, again, other = ddpm(backbone, clip_latent, seed=5), ddpm(backbone, clip_latent, seed=5), \
+        ddpm(backbone, clip_latent, seed=6)
+    assert torch.equal(first.noise, again.noise) and torch.equal(first.start, again.start)
+    assert not torch.equal(first.start, other.start)
+
+
+class SmoothBackbone:
+    """A stand-in denoiser with a smooth ε(x) (DDIM inversion converges on it), answering in ε or v."""
+
+    family, name, latent_channels, word_stream = "audioldm2", "smooth", 8, "t5"
+    device = torch.device("cpu")
+
+    def __init__(self, prediction_type, scheduler):
+        self.prediction_type = prediction_type
+        self.scheduler = scheduler
+        self.alphas = scheduler.alphas_cumprod
+
+    def make_scheduler(self):
+        return type(self.scheduler).from_config(self.scheduler.config)
+
+    def activate(self):
+        pass
+
+    def encode_text(self, prompts):
+        from prompt_audio_edit.engine.backbones.base import TextConditioning
+
+        return TextConditioning(list(prompts), {"t5": torch.zeros(len(prompts), 1, 4)}, {"t5": None},
+                                {"t5": [["</s>"]] * len(prompts)})
+
+    def predict(self, latents, timestep, conditioning):
+        eps = 0.5 * torch.tanh(0.3 * latents + 0.1)
+        if self.prediction_type == "epsilon":
+            return eps
+        alpha = float(self.alphas[int(timestep)])
+        x0 = (latents - (1 - alpha) ** 0.5 * eps) / alpha ** 0.5
+        return alpha ** 0.5 * eps - (1 - alpha) ** 0.5 * x0
+
+
+def test_ddim_inversion_reconstructs_within_tolerance(tiny_backbone):
+    # Stated tolerance: from the middle of a 50-step schedule the relative error is below 1 %; DDIM inversion is
+    # first order, so 5x the steps cuts it at least 2x; ε and v models invert identically.
+    latent = {"samples": torch.randn(1, 8, 6, 4, generator=torch.Generator().manual_seed(0))}
+    errors = {}
+    for prediction in ("epsilon", "v_prediction"):
+        smooth = SmoothBackbone(prediction, tiny_backbone.make_scheduler())
+        for steps in (10, 50):
+            inversion = invert(smooth, latent, "a dog", method="ddim", steps=steps, guidance=1.0, edit_start=0.5)
+            back = redenoise(smooth, inversion)["samples"]
+            errors[prediction, steps] = float((back - latent["samples"]).norm() / latent["samples"].norm())
+    for prediction in ("epsilon", "v_prediction"):
+        assert errors[prediction, 50] < 0.01
+        assert errors[prediction, 50] * 2 < errors[prediction, 10]
+    assert math.isclose(errors["epsilon", 50], errors["v_prediction", 50], rel_tol=1e-3)
+
+
+def test_ddim_inversion_runs_on_the_real_model(backbone, clip_latent):
+    (inversion,) = Invert().run(model=backbone, latent=clip_latent, source_prompt=SOURCE, method="ddim",
+                                steps=STEPS, guidance=1.0, edit_start=0.5, seed=0)
+    assert inversion.noise is None and not inversion.exact
+    back = redenoise(backbone, inversion)["samples"]
+    assert back.shape == clip_latent["samples"].shape and torch.isfinite(back).all()
+    # Its source branch is denoised alongside the targets: an identity edit still equals the plain re-denoise.
+    latent, _ = fuse(backbone, inversion, edit(SOURCE), scales="1")
+    assert torch.allclose(latent["samples"], back, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------ identity edits
+@pytest.mark.parametrize("mode", ["replace", "refine", "reweight"])
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "exponential", "binary"])
+def test_identity_edit_equals_plain_redenoise(backbone, clip_latent, mode, schedule):
+    inversion = ddpm(backbone, clip_latent)
+    plain = redenoise(backbone, inversion)["samples"]
+    extra = {"reweight_words": "rain", "reweight_weights": "1"} if mode == "reweight" else {}
+    latent, _ = fuse(backbone, inversion, edit(SOURCE, mode, self_window=0.5, self_min_downsampling=1, **extra),
+                     schedule=schedule, eta_min=0.3)
+    assert torch.allclose(latent["samples"], plain, atol=1e-4), (latent["samples"] - plain).abs().max()
+
+
+def test_real_edits_change_the_result(backbone, clip_latent):
+    inversion = ddpm(backbone, clip_latent)
+    plain = redenoise(backbone, inversion, prompt="a cat meowing in the rain")["samples"]
+    replaced, _ = fuse(backbone, inversion, edit("a cat meowing in the rain"))
+    # The fused attention pulls the target towards the source: neither the source nor the unedited target.
+    assert (replaced["samples"] - plain).abs().max() > 1e-3
+    assert (replaced["samples"] - clip_latent["samples"]).abs().max() > 1e-3
+    weighted, _ = fuse(backbone, inversion, edit(SOURCE, "reweight", reweight_words="rain", reweight_weights="2"))
+    assert (weighted["samples"] - clip_latent["samples"]).abs().max() > 1e-3
+
+
+def test_words_only_leaves_the_gpt2_stream_alone(backbone, clip_latent):
+    inversion = ddpm(backbone, clip_latent)
+    target = "a cat meowing in the rain"
+    every, _ = fuse(backbone, inversion, edit(target, streams="all"))
+    words, _ = fuse(backbone, inversion, edit(target, streams="words only"))
+    assert (every["samples"] - words["samples"]).abs().max() > 1e-4
+
+
+def test_fusion_zero_is_the_unedited_target(backbone, clip_latent):
+    inversion = ddpm(backbone, clip_latent)
+    target = "a cat meowing in the rain"
+    plain = redenoise(backbone, inversion, prompt=target, guidance=3.0)["samples"]
+    latent, _ = fuse(backbone, inversion, edit(target), eta_max=0.0, eta_min=0.0)
+    assert torch.allclose(latent["samples"], plain, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------- schedules
+@pytest.mark.parametrize("kind", ["cosine", "linear", "exponential", "binary"])
+def test_schedule_values_follow_the_formula(kind):
+    s = FusionSchedule(kind, start=0.2, end=0.6, eta_min=0.4, eta_max=0.9, decay_rate=3.0)
+    middle = 0.4
+    expected = {
+        "cosine": 0.4 + 0.5 * 0.5 * (1 + math.cos(math.pi * 0.5)),
+        "linear": 0.9 - 0.5 * 0.5,
+        "exponential": 0.4 + 0.5 * (math.exp(-1.5) - math.exp(-3.0)) / (1 - math.exp(-3.0)),
+        "binary": 0.9,
+    }[kind]
+    assert s(0.0) == pytest.approx(0.9) and s(0.2) == pytest.approx(0.9)
+    assert s(middle) == pytest.approx(expected)
+    assert s(0.6) == pytest.approx(0.4) and s(1.0) == pytest.approx(0.4)
+    if kind == "cosine":  # the paper's form at a quarter of the window
+        assert s(0.3) == pytest.approx(0.4 + 0.25 * (1 + math.cos(math.pi * 0.25)))
+
+
+# ------------------------------------------------------------------------------------------ token mapping
+def test_t5_words_have_no_bos():
+    assert token_words(["▁a", "▁dog", ",", "▁bark", "ing", "</s>"]) == [0, 1, 1, 2, 2, None]
+
+
+def test_replace_mapping_equal_token_counts():
+    source, target = ["▁a", "▁dog", "▁in", "</s>"], ["▁a", "▁cat", "▁in", "</s>"]
+    m = replace_mapping(source, target, "a dog in", "a cat in", 6)
+    expected = torch.zeros(6, 6)
+    expected[[0, 1, 2, 3], [0, 1, 2, 3]] = 1.0
+    assert torch.equal(m, expected)
+
+
+def test_replace_mapping_unequal_token_counts():
+    # 'dog' (1 token) -> 'loudly' (2 tokens): both new tokens take half of the old word's column; later ones shift.
+    source, target = ["▁a", "▁dog", "▁in", "</s>"], ["▁a", "▁loud", "ly", "▁in", "</s>"]
+    m = replace_mapping(source, target, "a dog in", "a loudly in", 6)
+    expected = torch.zeros(6, 6)
+    expected[0, 0] = 1.0
+    expected[1, 1] = expected[1, 2] = 0.5
+    expected[2, 3] = 1.0
+    expected[3, 4] = 1.0
+    assert torch.equal(m, expected)
+    # Two source tokens -> one target token: the target column sums both.
+    back = replace_mapping(target, source, "a loudly in", "a dog in", 6)
+    assert back[1, 1] == 1.0 and back[2, 1] == 1.0 and back[3, 2] == 1.0
+
+
+def test_refine_alignment_with_inserted_words():
+    source = ["▁a", "▁dog", "▁in", "▁rain", "</s>"]
+    target = ["▁a", "▁big", "▁dog", "▁in", "▁heavy", "▁rain", "</s>"]
+    assert align_tokens(source, target) == [0, -1, 1, 2, -1, 3, 4]
+    mapping, own = refine_mapping(source, target, 8)
+    assert own.tolist() == [0, 1, 0, 0, 1, 0, 0, 0]
+    assert mapping[1, 2] == 1.0 and mapping[3, 5] == 1.0 and mapping.sum() == 5
+
+
+# ------------------------------------------------------------------------------------------------ batching
+def test_guidance_scales_in_one_batch_equal_separate_runs(backbone, clip_latent):
+    inversion = ddpm(backbone, clip_latent)
+    spec = edit("a cat meowing in the rain")
+    batched, _ = fuse(backbone, inversion, spec, scales="2, 5, 9")
+    assert batched["samples"].shape[0] == 3
+    assert [c["guidance"] for c in batched["pae"]["candidates"]] == [2.0, 5.0, 9.0]
+    separate = torch.cat([fuse(backbone, inversion, spec, scales=s)[0]["samples"] for s in ("2", "5", "9")])
+    scale = separate.abs().max()
+    assert torch.allclose(batched["samples"], separate, atol=1e-5 * float(scale) + 1e-5)
+
+
+def test_fuser_is_deterministic_and_restores_the_model(backbone, clip_latent):
+    before = {k: type(v) for k, v in backbone.denoiser.attn_processors.items()}
+    inversion = ddpm(backbone, clip_latent)
+    spec = edit("a cat meowing in the rain", self_window=0.5, self_min_downsampling=1)
+    first, maps = fuse(backbone, inversion, spec, scales="4, 8", local_blend=0.3)
+    second, _ = fuse(backbone, inversion, spec, scales="4, 8", local_blend=0.3)
+    assert torch.equal(first["samples"], second["samples"])
+    assert {k: type(v) for k, v in backbone.denoiser.attn_processors.items()} == before
+    # One map per target word, time across and frequency up.
+    assert maps.shape[0] == len("a cat meowing in the rain".split()) and maps.shape[-1] == 3
+    assert maps.shape[2] == clip_latent["samples"].shape[2] * 4
+
+
+def test_local_blend_keeps_the_source_outside_the_mask(backbone, clip_latent):
+    inversion = ddpm(backbone, clip_latent)
+    latent, _ = fuse(backbone, inversion, edit("a cat meowing in the rain"), local_blend=0.6, blend_start=0.0)
+    kept = (latent["samples"] == clip_latent["samples"]).all(dim=1)  # [1, T', F']: all channels from the source
+    assert 0.0 < kept.float().mean() < 1.0
+
+
+def test_latent_batch_edits_every_clip(backbone):
+    a = core_style_audio(1.0, 16000, 1)
+    batch = {"waveform": torch.cat([a["waveform"], a["waveform"].flip(-1)]), "sample_rate": 16000}
+    latent = vae_encode(backbone, batch)
+    inversion = ddpm(backbone, latent)
+    out, _ = fuse(backbone, inversion, edit("a cat meowing in the rain"), scales="3, 6")
+    assert out["samples"].shape[0] == 4
+    assert [c["clip"] for c in out["pae"]["candidates"]] == [0, 0, 1, 1]
+    assert out["pae"]["gain"].shape == (4,)
+
+
+# ------------------------------------------------------------------------------------------- interruption
+def test_interruption_stops_within_one_step(backbone, clip_latent, monkeypatch):
+    inversion = ddpm(backbone, clip_latent)
+    calls = []
+    original = type(backbone).predict
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            bridge.request_interrupt()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(backbone), "predict", counting)
+    before = {k: type(v) for k, v in backbone.denoiser.attn_processors.items()}
+    with pytest.raises(bridge.Interrupted):
+        fuse(backbone, inversion, edit("a cat meowing in the rain"))
+    assert len(calls) == 2  # the step that saw the request finished, no further step ran
+    assert {k: type(v) for k, v in backbone.denoiser.attn_processors.items()} == before
+
+
+# --------------------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("kwargs,node,name,words", [
+    (dict(target_prompt="a cat meowing loudly in the rain", mode="replace"), "PAE_AttentionController",
+     "target_prompt", "use Refine"),
+    (dict(target_prompt="a cat meowing in the rain", mode="replace", reweight_words="thunder",
+          reweight_weights="2"), "PAE_AttentionController", "reweight_words", "not a word of the target"),
+    (dict(target_prompt="   ", mode="refine"), "PAE_AttentionController", "target_prompt", "empty"),
+    (dict(target_prompt=SOURCE, mode="reweight"), "PAE_AttentionController", "reweight_words", "needs the words"),
+    (dict(target_prompt="a cat", mode="reweight", reweight_words="cat", reweight_weights="2"),
+     "PAE_AttentionController", "target_prompt", "Replace or Refine"),
+    (dict(target_prompt="a cat in the rain", mode="refine", reweight_words="cat", reweight_weights="2, 3"),
+     "PAE_AttentionController", "reweight_weights", "one weight for all"),
+])
+def test_controller_refuses_bad_edits(kwargs, node, name, words):
+    with pytest.raises(ValueError) as info:
+        Controller().run(source_prompt=SOURCE, **kwargs)
+    message = str(info.value)
+    assert message.startswith(f"{node}: input '{name}':") and words in message
+
+
+def test_fuser_and_invert_refuse_bad_input(backbone, clip_latent):
+    with pytest.raises(ValueError, match=r"^PAE_DDIMInvert: input 'source_prompt': describe the clip"):
+        Invert().run(model=backbone, latent=clip_latent, source_prompt=" ", steps=STEPS)
+    too_long = " ".join(["rain"] * 200)
+    with pytest.raises(ValueError, match=r"^PAE_DDIMInvert: input 'source_prompt': .*at most 128"):
+        Invert().run(model=backbone, latent=clip_latent, source_prompt=too_long, steps=STEPS)
+    inversion = ddpm(backbone, clip_latent)
+    with pytest.raises(ValueError, match=r"^PAE_Fuser: input 'attention_edit': .*at most 128"):
+        fuse(backbone, inversion, edit(SOURCE + " " + too_long, "refine"))
+    with pytest.raises(ValueError, match=r"^PAE_Fuser: input 'attention_edit': the edit's source prompt"):
+        fuse(backbone, inversion, edit("a cat barking in the rain", source="a dog barking in the snow"))
+    with pytest.raises(ValueError, match=r"^PAE_Fuser: input 'guidance_scales': "):
+        fuse(backbone, inversion, edit("a cat barking in the rain"), scales="3, lots")
+    with pytest.raises(ValueError, match=r"^PAE_Fuser: input 'schedule_start': "):
+        fuse(backbone, inversion, edit("a cat barking in the rain"), schedule_start=0.9, schedule_end=0.5)
+    other = model_registry.load_backbone(TINY_V_MODEL if backbone.name == "tiny-audioldm2" else TINY_MODEL, "fp32")
+    with pytest.raises(ValueError, match=r"^PAE_Fuser: input 'inversion': this inversion was made with"):
+        fuse(other, inversion, edit("a cat barking in the rain"))
+
+
+def test_source_prompt_may_come_from_the_inversion(backbone, clip_latent):
+    inversion = ddpm(backbone, clip_latent)
+    named, _ = fuse(backbone, inversion, edit("a cat meowing in the rain"))
+    implied, _ = fuse(backbone, inversion, edit("a cat meowing in the rain", source=""))
+    assert torch.equal(named["samples"], implied["samples"])
+    with pytest.raises(ValueError, match="use Refine"):
+        fuse(backbone, inversion, edit("a cat", source=""))
