@@ -130,7 +130,13 @@ def _load_audioldm2(folder: Path, dtype, device) -> Backbone:
     return AudioLDM2Backbone(pipeline, folder.name, folder)
 
 
-_LOADERS: dict[str, Callable] = {"audioldm2": _load_audioldm2}
+def _load_tango(folder: Path, dtype, device) -> Backbone:
+    from .backbones.tango import load_tango_backbone
+
+    return load_tango_backbone(folder, dtype, device)
+
+
+_LOADERS: dict[str, Callable] = {"audioldm2": _load_audioldm2, "tango": _load_tango}
 
 
 def load_backbone(model_name: str, dtype_name: str = "auto") -> Backbone:

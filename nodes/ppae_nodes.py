@@ -44,7 +44,7 @@ class DDIMInvert(PAENode):
             "edit_start": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 0.99, "step": 0.01,
                            "tooltip": "Fraction of the steps skipped before editing starts (PPAE: 50 of 100 = 0.5). "
                            "Higher keeps more of the original; lower allows bigger changes. Also cuts the cost."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": "fixed",
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": False,
                      "tooltip": "Seed of the noise DDPM inversion draws (same seed, same inversion). "
                      "Unused by ddim."}),
         }}

@@ -14,11 +14,12 @@ from prompt_audio_edit.engine import models as model_registry
 
 TINY_MODEL = "diffusers/tiny-audioldm2"
 TINY_V_MODEL = "diffusers/tiny-audioldm2-v"  # the same weights with a v-prediction scheduler
+TINY_TANGO = "tango/tiny-tango"  # released Tango file layout, v-prediction
 
 
 @pytest.fixture(scope="session")
 def tiny_models_root(tmp_path_factory) -> Path:
-    """A models folder holding one tiny AudioLDM2 (-large stream layout), built once per test session."""
+    """A models folder with a tiny AudioLDM2 (-large layout; ε and v copies) and a tiny Tango, built once per session."""
     from prompt_audio_edit.engine.demo_models import build_tiny_audioldm2
 
     import json
@@ -31,6 +32,9 @@ def tiny_models_root(tmp_path_factory) -> Path:
     config = json.loads(config_path.read_text())
     config["prediction_type"] = "v_prediction"
     config_path.write_text(json.dumps(config))
+    from prompt_audio_edit.engine.demo_tango import build_tiny_tango
+
+    build_tiny_tango(root / "tango" / "tiny-tango", seed=0)
     return root
 
 

@@ -1,4 +1,4 @@
-"""PPAE on the tiny AudioLDM2 (ε and v): inversion round trips, identity edits, batching, interruption, bad input."""
+"""PPAE on tiny AudioLDM2 (ε and v) and tiny Tango (v): inversion round trips, identity edits, batching, interruption, bad input."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from prompt_audio_edit.engine.fusion import FusionSchedule
 from prompt_audio_edit.engine.inversion import invert
 from prompt_audio_edit.engine.vae import vae_encode
 from prompt_audio_edit.nodes import NODE_CLASS_MAPPINGS
-from tests.conftest import TINY_MODEL, TINY_V_MODEL, core_style_audio
+from tests.conftest import TINY_MODEL, TINY_TANGO, TINY_V_MODEL, core_style_audio
 
 Invert = NODE_CLASS_MAPPINGS["PAE_DDIMInvert"]
 Controller = NODE_CLASS_MAPPINGS["PAE_AttentionController"]
@@ -25,7 +25,7 @@ SOURCE = "a dog barking in the rain"
 STEPS = 8  # edit_start 0.5: four edit steps, enough for every window and schedule to change value
 
 
-@pytest.fixture(params=[TINY_MODEL, TINY_V_MODEL], ids=["eps", "v"])
+@pytest.fixture(params=[TINY_MODEL, TINY_V_MODEL, TINY_TANGO], ids=["eps", "v", "tango"])
 def backbone(request, tiny_dirs):
     return model_registry.load_backbone(request.param, "fp32")
 
@@ -33,6 +33,17 @@ def backbone(request, tiny_dirs):
 @pytest.fixture
 def clip_latent(backbone):
     return vae_encode(backbone, core_style_audio(1.0, 16000, 1))
+
+
+_shared: dict = {}
+
+
+def shared_ddpm(backbone, latent):
+    """One DDPM inversion and its plain re-denoise per model, reused by the tests that only read them."""
+    if backbone.name not in _shared:
+        inversion = ddpm(backbone, latent)
+        _shared[backbone.name] = inversion, redenoise(backbone, inversion)["samples"]
+    return _shared[backbone.name]
 
 
 def ddpm(backbone, latent, guidance=3.0, seed=1):
@@ -57,7 +68,7 @@ def fuse(backbone, inversion, spec, scales="3", **kwargs):
 def test_ddpm_inversion_reproduces_the_latent(backbone, clip_latent):
     x0 = clip_latent["samples"]
     for guidance in (1.0, 3.0):
-        inversion = ddpm(backbone, clip_latent, guidance)
+        inversion = ddpm(backbone, clip_latent, guidance) if guidance != 3.0 else shared_ddpm(backbone, clip_latent)[0]
         assert inversion.edit_steps == STEPS // 2 and inversion.noise.shape[0] == STEPS // 2
         back = redenoise(backbone, inversion)["samples"]
         assert torch.allclose(back, x0, atol=1e-4), (back - x0).abs().max()
@@ -67,8 +78,8 @@ def test_ddpm_inversion_reproduces_the_latent(backbone, clip_latent):
 
 
 def test_ddpm_inversion_is_seeded(backbone, clip_latent):
-    first, again, other = ddpm(backbone, clip_latent, seed=5), ddpm(backbone, clip_latent, seed=5), \
-        ddpm(backbone, clip_latent, seed=6)
+    first, again = ddpm(backbone, clip_latent, seed=5), ddpm(backbone, clip_latent, seed=5)
+    other, _ = shared_ddpm(backbone, clip_latent)  # seed 1
     assert torch.equal(first.noise, again.noise) and torch.equal(first.start, again.start)
     assert not torch.equal(first.start, other.start)
 
@@ -135,18 +146,18 @@ def test_ddim_inversion_runs_on_the_real_model(backbone, clip_latent):
 
 # ------------------------------------------------------------------------------------------ identity edits
 @pytest.mark.parametrize("mode", ["replace", "refine", "reweight"])
-@pytest.mark.parametrize("schedule", ["cosine", "linear", "exponential", "binary"])
-def test_identity_edit_equals_plain_redenoise(backbone, clip_latent, mode, schedule):
-    inversion = ddpm(backbone, clip_latent)
-    plain = redenoise(backbone, inversion)["samples"]
+def test_identity_edit_equals_plain_redenoise(backbone, clip_latent, mode):
+    inversion, plain = shared_ddpm(backbone, clip_latent)
     extra = {"reweight_words": "rain", "reweight_weights": "1"} if mode == "reweight" else {}
-    latent, _ = fuse(backbone, inversion, edit(SOURCE, mode, self_window=0.5, self_min_downsampling=1, **extra),
-                     schedule=schedule, eta_min=0.3)
-    assert torch.allclose(latent["samples"], plain, atol=1e-4), (latent["samples"] - plain).abs().max()
+    spec = edit(SOURCE, mode, self_window=0.5, self_min_downsampling=1, **extra)
+    # Every schedule on the ε model; the v model with the paper's cosine.
+    for schedule in ("cosine", "linear", "exponential", "binary") if backbone.prediction_type == "epsilon" else ("cosine",):
+        latent, _ = fuse(backbone, inversion, spec, schedule=schedule, eta_min=0.3)
+        assert torch.allclose(latent["samples"], plain, atol=1e-4), (schedule, (latent["samples"] - plain).abs().max())
 
 
 def test_real_edits_change_the_result(backbone, clip_latent):
-    inversion = ddpm(backbone, clip_latent)
+    inversion, _ = shared_ddpm(backbone, clip_latent)
     plain = redenoise(backbone, inversion, prompt="a cat meowing in the rain")["samples"]
     replaced, _ = fuse(backbone, inversion, edit("a cat meowing in the rain"))
     # The fused attention pulls the target towards the source: neither the source nor the unedited target.
@@ -157,7 +168,9 @@ def test_real_edits_change_the_result(backbone, clip_latent):
 
 
 def test_words_only_leaves_the_gpt2_stream_alone(backbone, clip_latent):
-    inversion = ddpm(backbone, clip_latent)
+    if len(backbone.text_streams) == 1:
+        pytest.skip("Tango has only the word stream")
+    inversion, _ = shared_ddpm(backbone, clip_latent)
     target = "a cat meowing in the rain"
     every, _ = fuse(backbone, inversion, edit(target, streams="all"))
     words, _ = fuse(backbone, inversion, edit(target, streams="words only"))
@@ -165,7 +178,7 @@ def test_words_only_leaves_the_gpt2_stream_alone(backbone, clip_latent):
 
 
 def test_fusion_zero_is_the_unedited_target(backbone, clip_latent):
-    inversion = ddpm(backbone, clip_latent)
+    inversion, _ = shared_ddpm(backbone, clip_latent)
     target = "a cat meowing in the rain"
     plain = redenoise(backbone, inversion, prompt=target, guidance=3.0)["samples"]
     latent, _ = fuse(backbone, inversion, edit(target), eta_max=0.0, eta_min=0.0)
@@ -229,7 +242,7 @@ def test_refine_alignment_with_inserted_words():
 
 # ------------------------------------------------------------------------------------------------ batching
 def test_guidance_scales_in_one_batch_equal_separate_runs(backbone, clip_latent):
-    inversion = ddpm(backbone, clip_latent)
+    inversion, _ = shared_ddpm(backbone, clip_latent)
     spec = edit("a cat meowing in the rain")
     batched, _ = fuse(backbone, inversion, spec, scales="2, 5, 9")
     assert batched["samples"].shape[0] == 3
@@ -241,7 +254,7 @@ def test_guidance_scales_in_one_batch_equal_separate_runs(backbone, clip_latent)
 
 def test_fuser_is_deterministic_and_restores_the_model(backbone, clip_latent):
     before = {k: type(v) for k, v in backbone.denoiser.attn_processors.items()}
-    inversion = ddpm(backbone, clip_latent)
+    inversion, _ = shared_ddpm(backbone, clip_latent)
     spec = edit("a cat meowing in the rain", self_window=0.5, self_min_downsampling=1)
     first, maps = fuse(backbone, inversion, spec, scales="4, 8", local_blend=0.3)
     second, _ = fuse(backbone, inversion, spec, scales="4, 8", local_blend=0.3)
@@ -253,8 +266,9 @@ def test_fuser_is_deterministic_and_restores_the_model(backbone, clip_latent):
 
 
 def test_local_blend_keeps_the_source_outside_the_mask(backbone, clip_latent):
-    inversion = ddpm(backbone, clip_latent)
-    latent, _ = fuse(backbone, inversion, edit("a cat meowing in the rain"), local_blend=0.6, blend_start=0.0)
+    inversion, _ = shared_ddpm(backbone, clip_latent)
+    latent, _ = fuse(backbone, inversion, edit("a cat meowing in the rain"), local_blend=0.93, blend_start=0.0)
+    # Random weights attend almost uniformly (normalised maps 0.8-1.0), hence the high threshold.
     kept = (latent["samples"] == clip_latent["samples"]).all(dim=1)  # [1, T', F']: all channels from the source
     assert 0.0 < kept.float().mean() < 1.0
 
@@ -272,7 +286,7 @@ def test_latent_batch_edits_every_clip(backbone):
 
 # ------------------------------------------------------------------------------------------- interruption
 def test_interruption_stops_within_one_step(backbone, clip_latent, monkeypatch):
-    inversion = ddpm(backbone, clip_latent)
+    inversion, _ = shared_ddpm(backbone, clip_latent)
     calls = []
     original = type(backbone).predict
 
@@ -313,11 +327,11 @@ def test_controller_refuses_bad_edits(kwargs, node, name, words):
 def test_fuser_and_invert_refuse_bad_input(backbone, clip_latent):
     with pytest.raises(ValueError, match=r"^PAE_DDIMInvert: input 'source_prompt': describe the clip"):
         Invert().run(model=backbone, latent=clip_latent, source_prompt=" ", steps=STEPS)
-    too_long = " ".join(["rain"] * 200)
-    with pytest.raises(ValueError, match=r"^PAE_DDIMInvert: input 'source_prompt': .*at most 128"):
+    too_long = " ".join(["rain"] * 600)  # past every encoder's limit (CLAP 64 .. Tango's T5 512)
+    with pytest.raises(ValueError, match=r"^PAE_DDIMInvert: input 'source_prompt': .*tokens long but the .* text encoder takes at most"):
         Invert().run(model=backbone, latent=clip_latent, source_prompt=too_long, steps=STEPS)
-    inversion = ddpm(backbone, clip_latent)
-    with pytest.raises(ValueError, match=r"^PAE_Fuser: input 'attention_edit': .*at most 128"):
+    inversion, _ = shared_ddpm(backbone, clip_latent)
+    with pytest.raises(ValueError, match=r"^PAE_Fuser: input 'attention_edit': .*tokens long but the .* text encoder takes at most"):
         fuse(backbone, inversion, edit(SOURCE + " " + too_long, "refine"))
     with pytest.raises(ValueError, match=r"^PAE_Fuser: input 'attention_edit': the edit's source prompt"):
         fuse(backbone, inversion, edit("a cat barking in the rain", source="a dog barking in the snow"))
@@ -326,12 +340,16 @@ def test_fuser_and_invert_refuse_bad_input(backbone, clip_latent):
     with pytest.raises(ValueError, match=r"^PAE_Fuser: input 'schedule_start': "):
         fuse(backbone, inversion, edit("a cat barking in the rain"), schedule_start=0.9, schedule_end=0.5)
     other = model_registry.load_backbone(TINY_V_MODEL if backbone.name == "tiny-audioldm2" else TINY_MODEL, "fp32")
+    if backbone.family != other.family:  # a Tango inversion offered to AudioLDM2: refused before anything runs
+        with pytest.raises(ValueError, match=r"^PAE_Fuser: input 'inversion': this inversion was made with tango"):
+            fuse(other, inversion, edit("a cat barking in the rain"))
+        return
     with pytest.raises(ValueError, match=r"^PAE_Fuser: input 'inversion': this inversion was made with"):
         fuse(other, inversion, edit("a cat barking in the rain"))
 
 
 def test_source_prompt_may_come_from_the_inversion(backbone, clip_latent):
-    inversion = ddpm(backbone, clip_latent)
+    inversion, _ = shared_ddpm(backbone, clip_latent)
     named, _ = fuse(backbone, inversion, edit("a cat meowing in the rain"))
     implied, _ = fuse(backbone, inversion, edit("a cat meowing in the rain", source=""))
     assert torch.equal(named["samples"], implied["samples"])

@@ -1,0 +1,129 @@
+"""Time and peak memory of PPAE (inversion + edit) on an AudioLDM2-size UNet with random weights.
+
+Run: .venv/bin/python bench/bench_ppae.py [--seconds 10] [--steps 10] [--repeats 3] [--device cpu|cuda]
+Each configuration runs in its own process (so peak memory is its own); times are medians of --repeats runs.
+Reports: 1 vs 5 guidance scales, one batched run of 5 against five separate runs, and the edit against a plain
+generation of the same length and step count. Nothing here is asserted by the tests.
+
+The UNet has AudioLDM2's released architecture (128 channels x [1, 2, 3, 5], two resnets per level, attention at
+1/2, 1/4 and 1/8 with 32-wide heads, GPT-2 768 + T5 1024 cross-attention; --large: two transformer layers per
+block). Text encoders are the tiny test ones: they run once per prompt and do not change the per-step cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+CONFIGS = ("generate", "invert", "edit_1", "edit_5_batched", "edit_5_separate")
+
+
+def real_size_unet(large: bool):
+    from diffusers.pipelines.audioldm2.modeling_audioldm2 import AudioLDM2UNet2DConditionModel
+
+    dims = [None, 768, 1024, None] if large else [None, 768, 1024]
+    return AudioLDM2UNet2DConditionModel(
+        sample_size=256, in_channels=8, out_channels=8, block_out_channels=(128, 256, 384, 640),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=2, attention_head_dim=[4, 8, 12, 20], cross_attention_dim=[dims] * 4,
+        transformer_layers_per_block=2 if large else 1, norm_num_groups=32).eval()
+
+
+def _run(config: str, args: dict, queue) -> None:
+    import resource
+
+    from prompt_audio_edit.engine import comfy_bridge as bridge
+    from prompt_audio_edit.engine import models
+    from prompt_audio_edit.engine.attention_edit import make_attention_edit
+    from prompt_audio_edit.engine.fuser import fuse_edit, redenoise
+    from prompt_audio_edit.engine.inversion import invert
+
+    torch.manual_seed(0)
+    root = Path(args["root"])
+    bridge.set_directories(models=str(root))
+    backbone = models.load_backbone("diffusers/bench", "fp32" if args["device"] == "cpu" else "fp16")
+    backbone.pipeline.unet = real_size_unet(args["large"]).to(backbone.device, backbone.dtype)
+    frames = int(round(args["seconds"] * 16000 / 640))
+    latent = {"samples": torch.randn(1, 8, frames, 16)}
+    source, target = "a dog barking in the rain", "a cat meowing in the rain"
+    spec = make_attention_edit("replace", source, target)
+    scales = [5.0, 10.0, 15.0, 20.0, 25.0]
+    # Generation runs every step; the edit runs the steps after edit_start (the inversion was made with skip).
+    inversion = invert(backbone, latent, source, steps=args["steps"], edit_start=args["edit_start"])
+    full = invert(backbone, latent, source, steps=args["steps"], edit_start=0.0)
+
+    def once() -> None:
+        if config == "generate":
+            redenoise(backbone, full, prompt=target, guidance=10.0)
+        elif config == "invert":
+            invert(backbone, latent, source, steps=args["steps"], edit_start=args["edit_start"])
+        elif config == "edit_1":
+            fuse_edit(backbone, inversion, spec, guidance_scales=[10.0], attention_maps=False)
+        elif config == "edit_5_batched":
+            fuse_edit(backbone, inversion, spec, guidance_scales=scales, attention_maps=False)
+        else:
+            for s in scales:
+                fuse_edit(backbone, inversion, spec, guidance_scales=[s], attention_maps=False)
+        if backbone.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    if backbone.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(args["repeats"]):
+        started = time.perf_counter()
+        once()
+        times.append(time.perf_counter() - started)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if backbone.device.type == "cuda" else \
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    queue.put((config, statistics.median(times), peak))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--steps", type=int, default=10, help="whole schedule (PPAE: 100)")
+    parser.add_argument("--edit-start", type=float, default=0.5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--large", action="store_true", help="AudioLDM2-large: two transformer layers per block")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    from prompt_audio_edit.engine.demo_models import build_tiny_audioldm2
+
+    with tempfile.TemporaryDirectory() as tmp:
+        build_tiny_audioldm2(Path(tmp) / "diffusers" / "bench", layout="large" if args.large else "base")
+        settings = {**vars(args), "root": tmp}
+        results = {}
+        context = multiprocessing.get_context("spawn")
+        for config in CONFIGS:
+            queue = context.Queue()
+            process = context.Process(target=_run, args=(config, settings, queue))
+            process.start()
+            results[config] = queue.get()[1:]
+            process.join()
+    unit = "MiB peak GPU" if args.device != "cpu" else "MiB peak RSS (process)"
+    edit_steps = args.steps - round(args.steps * args.edit_start)
+    print(f"AudioLDM2{'-large' if args.large else ''}-size UNet, {args.seconds:g} s clip, {args.steps} steps "
+          f"({edit_steps} edit steps), device {args.device}, median of {args.repeats}")
+    for config, (seconds, peak) in results.items():
+        print(f"  {config:18s} {seconds:8.2f} s   {peak:9.0f} {unit}")
+    batched, separate = results["edit_5_batched"][0], results["edit_5_separate"][0]
+    print(f"  5 scales: one batched run / five separate runs = {batched / separate:.2f}")
+    edit = results["invert"][0] + results["edit_1"][0]
+    print(f"  inversion + edit (1 scale) / plain generation ({args.steps} steps) = {edit / results['generate'][0]:.2f}")
+    print(f"  inversion + edit (5 scales) / plain generation = "
+          f"{(results['invert'][0] + batched) / results['generate'][0]:.2f}")
+    print(json.dumps({k: {"seconds": v[0], "peak": v[1]} for k, v in results.items()}))
+
+
+if __name__ == "__main__":
+    main()

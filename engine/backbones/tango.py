@@ -1,0 +1,652 @@
+"""Tango and Tango 2 (declare-lab) from their released files, behind the Backbone interface."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..audio import peak_normalise, resample, to_channels
+from ..errors import PAEInputError
+from ..latent import latent_info, make_latent
+from .base import Backbone, CrossAttentionSite, TextConditioning
+
+# Tango's training clips had the mean removed and were peak-normalised to 0.5 (tools/torch_tools.py of the reference).
+_TRAINING_PEAK = 0.5
+# Trained on 10.24 s clips; the same limit as AudioLDM2 (the VAE's mid-block attention grows quadratically).
+_MAX_DURATION_S = 30.0
+# T5 was trained with 512 positions; tokenizer files without a limit get this one.
+_T5_MAX_TOKENS = 512
+
+# Files of a release. The configs and the tokenizer are looked for beside them.
+MAIN_CONFIG, MAIN_WEIGHTS = "main_config.json", "pytorch_model_main.bin"
+VAE_CONFIG, VAE_WEIGHTS = "vae_config.json", "pytorch_model_vae.bin"
+STFT_CONFIG, STFT_WEIGHTS = "stft_config.json", "pytorch_model_stft.bin"
+# Optional configs for models whose shapes differ from the built-in ones (tiny test models, other text encoders).
+UNET_CONFIG_FILE, T5_CONFIG_FILE = "unet_config.json", "t5_config.json"
+_TOKENIZER_HELP = ("put the FLAN-T5 tokenizer files beside the Tango weights: tokenizer.json and tokenizer_config.json "
+                   "(spiece.model and special_tokens_map.json may come along) from Hugging Face google/flan-t5-large; "
+                   "the Tango releases do not include them (the reference code fetches them at run time).")
+
+# The denoiser: a diffusers UNet2DConditionModel laid out like Stable Diffusion 2.1's, with 8 latent channels.
+# Source: declare-lab/tango configs/diffusion_model_config.json (identical in tango2/configs/), which the released
+# main_config.json names as unet_model_config_path but the Hugging Face releases do not contain.
+# "attention_head_dim" is diffusers' legacy name for the number of heads (5/10/20/20 heads of 64 channels).
+TANGO_UNET_CONFIG: dict[str, Any] = {
+    "act_fn": "silu",
+    "attention_head_dim": [5, 10, 20, 20],
+    "block_out_channels": [320, 640, 1280, 1280],
+    "center_input_sample": False,
+    "cross_attention_dim": 1024,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "downsample_padding": 1,
+    "dual_cross_attention": False,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 8,
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "num_class_embeds": None,
+    "only_cross_attention": False,
+    "out_channels": 8,
+    "sample_size": [32, 2],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "use_linear_projection": True,
+    "upcast_attention": True,
+}
+
+# The text encoder: the encoder half of FLAN-T5-large (source: google/flan-t5-large config.json), which
+# main_config.json names as text_encoder_name.
+FLAN_T5_LARGE_CONFIG: dict[str, Any] = {
+    "d_ff": 2816,
+    "d_kv": 64,
+    "d_model": 1024,
+    "decoder_start_token_id": 0,
+    "dense_act_fn": "gelu_new",
+    "dropout_rate": 0.1,
+    "eos_token_id": 1,
+    "feed_forward_proj": "gated-gelu",
+    "initializer_factor": 1.0,
+    "is_encoder_decoder": True,
+    "is_gated_act": True,
+    "layer_norm_epsilon": 1e-06,
+    "model_type": "t5",
+    "n_positions": 512,
+    "num_decoder_layers": 24,
+    "num_heads": 16,
+    "num_layers": 24,
+    "pad_token_id": 0,
+    "relative_attention_max_distance": 128,
+    "relative_attention_num_buckets": 32,
+    "tie_word_embeddings": False,
+    "vocab_size": 32128,
+}
+
+# The noise schedule: Tango's main_config.json names scheduler_name "stabilityai/stable-diffusion-2-1", whose
+# scheduler/scheduler_config.json holds this (the reference loads it from the hub at run time; the pack carries it).
+SD21_SCHEDULE: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "v_prediction",
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "clip_sample": False,
+}
+
+# The vocoder inside pytorch_model_vae.bin: AudioLDM's 16 kHz, 64-bin HiFi-GAN (declare-lab/tango
+# audioldm/hifigan/utilities.py HIFIGAN_16K_64). Its widths are read from the weights; the strides are not stored.
+_HIFIGAN_16K_64: dict[str, Any] = {
+    "upsample_rates": [5, 4, 2, 2, 2],
+    "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]],
+    "leaky_relu_slope": 0.1,
+}
+
+# The mel front end (TacotronSTFT) when stft_config.json is absent: the values every release carries.
+_DEFAULT_STFT: dict[str, Any] = {"filter_length": 1024, "hop_length": 160, "win_length": 1024, "n_mel_channels": 64,
+                                 "sampling_rate": 16000, "mel_fmin": 0, "mel_fmax": 8000}
+
+
+# ============================================================================== original -> diffusers keys
+_VAE_ATTENTION = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}
+
+
+def _vae_resnet_part(part: str) -> str:
+    """A resnet's sub-key: the original's 1x1 'nin_shortcut' is diffusers' 'conv_shortcut'; the rest keep their names."""
+    return "conv_shortcut" + part[len("nin_shortcut"):] if part.startswith("nin_shortcut") else part
+
+
+def vae_state_from_original(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """AudioLDM's AutoencoderKL weights (no 'vocoder.' keys) renamed and reshaped for diffusers' AutoencoderKL.
+
+    Keys it does not know are passed through unchanged, so a strict load names them as unexpected.
+    """
+    levels = {int(m.group(1)) for k in state if (m := re.match(r"decoder\.up\.(\d+)\.", k))}
+    top = max(levels, default=0)  # the original counts decoder levels from full resolution up; diffusers the reverse
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        new = key
+        if m := re.fullmatch(r"(encoder|decoder)\.norm_out\.(weight|bias)", key):
+            new = f"{m[1]}.conv_norm_out.{m[2]}"
+        elif m := re.fullmatch(r"encoder\.down\.(\d+)\.block\.(\d+)\.(.+)", key):
+            new = f"encoder.down_blocks.{m[1]}.resnets.{m[2]}.{_vae_resnet_part(m[3])}"
+        elif m := re.fullmatch(r"encoder\.down\.(\d+)\.downsample\.conv\.(weight|bias)", key):
+            new = f"encoder.down_blocks.{m[1]}.downsamplers.0.conv.{m[2]}"
+        elif m := re.fullmatch(r"decoder\.up\.(\d+)\.block\.(\d+)\.(.+)", key):
+            new = f"decoder.up_blocks.{top - int(m[1])}.resnets.{m[2]}.{_vae_resnet_part(m[3])}"
+        elif m := re.fullmatch(r"decoder\.up\.(\d+)\.upsample\.conv\.(weight|bias)", key):
+            new = f"decoder.up_blocks.{top - int(m[1])}.upsamplers.0.conv.{m[2]}"
+        elif m := re.fullmatch(r"(encoder|decoder)\.mid\.block_([12])\.(.+)", key):
+            new = f"{m[1]}.mid_block.resnets.{int(m[2]) - 1}.{_vae_resnet_part(m[3])}"
+        elif m := re.fullmatch(r"(encoder|decoder)\.mid\.attn_1\.(norm|q|k|v|proj_out)\.(weight|bias)", key):
+            new = f"{m[1]}.mid_block.attentions.0.{_VAE_ATTENTION[m[2]]}.{m[3]}"
+            if m[2] != "norm" and m[3] == "weight" and tensor.dim() == 4:
+                tensor = tensor[:, :, 0, 0]  # the original's 1x1 convolutions are diffusers' linear layers
+        out[new] = tensor
+    return out
+
+
+def fold_weight_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Replace weight-normalised pairs (weight_g/weight_v, or parametrizations' original0/1) by plain weights."""
+    out = dict(state)
+    pairs = [(k[: -len(".weight_g")], ".weight_g", ".weight_v") for k in state if k.endswith(".weight_g")]
+    pairs += [(k[: -len(".parametrizations.weight.original0")], ".parametrizations.weight.original0",
+               ".parametrizations.weight.original1") for k in state if k.endswith(".parametrizations.weight.original0")]
+    for base, g_name, v_name in pairs:
+        if base + v_name not in out:
+            continue
+        g, v = out.pop(base + g_name), out.pop(base + v_name)
+        # weight = g * v / ||v||, the norm over every axis where g has size 1 (all but dim 0 for torch's default).
+        axes = tuple(d for d in range(v.dim()) if g.dim() != v.dim() or g.shape[d] == 1) or None
+        norm = v.float().norm(dim=axes, keepdim=True)
+        out[base + ".weight"] = (g.float() * v.float() / norm).to(v.dtype)
+    return out
+
+
+def vocoder_state_from_original(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """HiFi-GAN weights (the 'vocoder.' part of the VAE file, prefix removed) renamed for SpeechT5HifiGan."""
+    out = {}
+    for key, tensor in fold_weight_norm(state).items():
+        m = re.fullmatch(r"ups\.(\d+)\.(.+)", key)
+        out[f"upsampler.{m[1]}.{m[2]}" if m else key] = tensor
+    mels = out["conv_pre.weight"].shape[1] if "conv_pre.weight" in out else None
+    if mels is not None:
+        # SpeechT5HifiGan's input standardisation; AudioLDM's vocoder has none (normalize_before is off).
+        out.setdefault("mean", torch.zeros(mels))
+        out.setdefault("scale", torch.ones(mels))
+    return out
+
+
+# ====================================================================================== configurations
+def _read_json(path: Path, folder: Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise PAEInputError("model_name", f"'{folder.name}/{path.name}' could not be read ({exc.__class__.__name__}: "
+                            f"{exc}); download it again.") from None
+    if not isinstance(data, dict):
+        raise PAEInputError("model_name", f"'{folder.name}/{path.name}' is not a JSON object; download it again.")
+    return data
+
+
+def _check_main_config(main: dict[str, Any], folder: Path) -> None:
+    """Refuse the Tango-family releases this backbone does not model, saying why."""
+    unet_path = str(main.get("unet_model_config_path") or "")
+    if "music_diffusion_model_config" in unet_path:  # Mustango's main_config.json (declare-lab/tango mustango/)
+        raise PAEInputError("model_name", f"'{folder.name}' is Mustango (beat and chord conditioning in its UNet), "
+                            "which this pack does not support; use Tango or Tango 2.")
+    if main.get("unet_model_name"):
+        raise PAEInputError("model_name", f"'{folder.name}' names a pre-trained UNet ('{main['unet_model_name']}') "
+                            "with channel adapters, a Tango training variant this pack does not load; use a released "
+                            "Tango or Tango 2 checkpoint.")
+    encoder = str(main.get("text_encoder_name", ""))
+    if "t5" not in encoder.lower():
+        raise PAEInputError("model_name", f"'{folder.name}' uses the text encoder '{encoder}'; this pack loads Tango "
+                            "models with a FLAN-T5 text encoder (Tango, Tango 2 and their fine-tunes).")
+
+
+def unet_config_for(folder: Path, main: dict[str, Any]) -> dict[str, Any]:
+    """The UNet config: unet_config.json, else the file main_config.json names (if inside the folder), else built-in."""
+    from ..files import resolve_inside
+
+    if (folder / UNET_CONFIG_FILE).is_file():
+        return _read_json(folder / UNET_CONFIG_FILE, folder)
+    named = main.get("unet_model_config_path")
+    if isinstance(named, str) and named:
+        try:
+            path = resolve_inside(folder, named, "model_name", what="model folder")
+        except PAEInputError:
+            path = None
+        if path is not None and path.is_file():
+            return _read_json(path, folder)
+    return dict(TANGO_UNET_CONFIG)
+
+
+def t5_config_for(folder: Path, main: dict[str, Any]) -> dict[str, Any]:
+    """The T5 config: t5_config.json, else a T5 config.json (as from google/flan-t5-large), else built-in FLAN-T5-large."""
+    if (folder / T5_CONFIG_FILE).is_file():
+        return _read_json(folder / T5_CONFIG_FILE, folder)
+    if (folder / "config.json").is_file():
+        config = _read_json(folder / "config.json", folder)
+        if config.get("model_type") == "t5":
+            return config
+    name = str(main.get("text_encoder_name", ""))
+    if name.rstrip("/").lower() != "google/flan-t5-large":
+        raise PAEInputError("model_name", f"'{folder.name}' uses the text encoder '{name}', whose config the pack "
+                            f"does not carry; put that model's config.json into the folder as {T5_CONFIG_FILE}.")
+    return dict(FLAN_T5_LARGE_CONFIG)
+
+
+def vae_config_from_original(vae_config: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """diffusers AutoencoderKL arguments for AudioLDM's AutoencoderKL settings (vae_config.json)."""
+    dd = vae_config.get("ddconfig")
+    if not isinstance(dd, dict):
+        raise PAEInputError("model_name", f"'{folder.name}/{VAE_CONFIG}' has no 'ddconfig'; download it again.")
+    if dd.get("attn_resolutions"):
+        raise PAEInputError("model_name", f"'{folder.name}/{VAE_CONFIG}' puts attention inside the VAE's levels "
+                            f"(attn_resolutions {dd['attn_resolutions']}), which AudioLDM's released VAE does not have "
+                            "and diffusers' AutoencoderKL cannot hold.")
+    z_channels, embed_dim = int(dd.get("z_channels", 8)), int(vae_config.get("embed_dim", dd.get("z_channels", 8)))
+    if z_channels != embed_dim or not dd.get("double_z", True) or int(vae_config.get("subband", 1)) != 1:
+        raise PAEInputError("model_name", f"'{folder.name}/{VAE_CONFIG}' describes a VAE variant (embed_dim "
+                            f"{embed_dim}, z_channels {z_channels}, subband {vae_config.get('subband', 1)}) that "
+                            "Tango's releases do not use.")
+    levels = len(dd["ch_mult"])
+    return {
+        "in_channels": int(dd.get("in_channels", 1)),
+        "out_channels": int(dd.get("out_ch", 1)),
+        "down_block_types": ("DownEncoderBlock2D",) * levels,
+        "up_block_types": ("UpDecoderBlock2D",) * levels,
+        "block_out_channels": tuple(int(dd["ch"]) * int(m) for m in dd["ch_mult"]),
+        "layers_per_block": int(dd["num_res_blocks"]),
+        "norm_num_groups": 32,  # fixed in the original (its Normalize helper)
+        "latent_channels": z_channels,
+        "sample_size": int(dd.get("resolution", 256)),
+        # The reference's AutoencoderKL defaults to 1 when the config has no scale_factor.
+        "scaling_factor": float(vae_config.get("scale_factor", 1.0)),
+    }
+
+
+def vocoder_config_from_state(state: dict[str, torch.Tensor], sample_rate: int, folder: Path) -> dict[str, Any]:
+    """SpeechT5HifiGan settings: widths and kernels from the weights' shapes, strides from AudioLDM's settings."""
+    if "conv_pre.weight" not in state:
+        raise PAEInputError("model_name", f"'{folder.name}/{VAE_WEIGHTS}' holds no HiFi-GAN vocoder "
+                            "('vocoder.conv_pre.weight' is missing); download it again.")
+    ups = sorted(int(m[1]) for k in state if (m := re.fullmatch(r"upsampler\.(\d+)\.weight", k)))
+    rates = _HIFIGAN_16K_64["upsample_rates"]
+    if len(ups) != len(rates):
+        raise PAEInputError("model_name", f"'{folder.name}/{VAE_WEIGHTS}' has a vocoder with {len(ups)} upsampling "
+                            f"layers; AudioLDM's HiFi-GAN has {len(rates)}.")
+    resblocks = {int(m[1]) for k in state if (m := re.fullmatch(r"resblocks\.(\d+)\.convs1\.0\.weight", k))}
+    per_level = max(1, len(resblocks) // len(ups))  # the first level's resblocks give the kernel sizes
+    pre = state["conv_pre.weight"]
+    return {
+        "model_in_dim": int(pre.shape[1]),
+        "sampling_rate": int(sample_rate),
+        "upsample_initial_channel": int(pre.shape[0]),
+        "upsample_rates": list(rates),
+        "upsample_kernel_sizes": [int(state[f"upsampler.{i}.weight"].shape[-1]) for i in ups],
+        "resblock_kernel_sizes": [int(state[f"resblocks.{j}.convs1.0.weight"].shape[-1])
+                                  for j in range(per_level) if j in resblocks],
+        "resblock_dilation_sizes": [list(d) for d in _HIFIGAN_16K_64["resblock_dilation_sizes"][:per_level]],
+        "leaky_relu_slope": _HIFIGAN_16K_64["leaky_relu_slope"],
+        "normalize_before": False,
+    }
+
+
+def make_tango_scheduler() -> Any:
+    """A DDIM scheduler on Stable Diffusion 2.1's schedule (v-prediction), which Tango was trained with."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(**SD21_SCHEDULE)
+
+
+# ============================================================================================ weights
+def read_weights(path: Path, folder: Path) -> dict[str, torch.Tensor]:
+    """A torch pickle of tensors, read weights-only (memory-mapped where the file format allows)."""
+    if not path.is_file():
+        raise PAEInputError("model_name", f"'{folder.name}' has no {path.name}; download the whole release "
+                            "(Hugging Face declare-lab/tango or declare-lab/tango2) into it.")
+    try:
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # files from before torch's zip format cannot be memory-mapped
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - unpickling failures come in many types; all mean the same here
+        raise PAEInputError("model_name", f"'{folder.name}/{path.name}' could not be read as a weights-only torch "
+                            f"pickle ({exc.__class__.__name__}: {str(exc)[:200]}); download it again.") from None
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise PAEInputError("model_name", f"'{folder.name}/{path.name}' is not a state dict of tensors; "
+                            "download it again.")
+    return data
+
+
+def _key_list(keys: list[str], prefix: str) -> str:
+    shown = ", ".join(prefix + k for k in keys[:4])
+    return shown + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+
+
+def load_strict(factory: Callable[[], torch.nn.Module], state: dict[str, torch.Tensor], *, what: str, source: str,
+                prefix: str = "") -> torch.nn.Module:
+    """Build a module without allocating weights, then take every weight from state: no key missing or left over."""
+    try:
+        with torch.device("meta"):
+            module = factory()
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise PAEInputError("model_name", f"{what} could not be built for {source} ({exc.__class__.__name__}: "
+                            f"{str(exc)[:200]}); check the config files in the model folder.") from None
+    expected = set(module.state_dict())
+    missing = sorted(expected - set(state))
+    unexpected = sorted(set(state) - expected)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing ({_key_list(missing, prefix)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected ({_key_list(unexpected, prefix)})")
+        raise PAEInputError("model_name", f"{source} does not fit {what}: {'; '.join(parts)}. It is not a complete "
+                            "Tango / Tango 2 release (another model, or a damaged download); download it again from "
+                            "Hugging Face declare-lab/tango or declare-lab/tango2.")
+    try:
+        module.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise PAEInputError("model_name", f"{source} has weights of the wrong shape for {what} ({detail}); its "
+                            "config and weights do not belong together.") from None
+    left = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
+    if left:
+        raise RuntimeError(f"{what}: {', '.join(left[:4])} were not loaded")
+    return module.eval()
+
+
+def load_tokenizer(folder: Path) -> Any:
+    """The T5 tokenizer from the model folder (tokenizer.json, or spiece.model with tokenizer_config.json)."""
+    if not (folder / "tokenizer.json").is_file() and not (folder / "spiece.model").is_file():
+        raise PAEInputError("model_name", f"'{folder.name}' has no T5 tokenizer; {_TOKENIZER_HELP}")
+    from transformers import T5TokenizerFast
+
+    try:
+        tokenizer = T5TokenizerFast.from_pretrained(str(folder), local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - a missing converter (sentencepiece) or a broken file
+        raise PAEInputError("model_name", f"the T5 tokenizer in '{folder.name}' could not be read "
+                            f"({exc.__class__.__name__}: {str(exc)[:200]}); {_TOKENIZER_HELP} (tokenizer.json is "
+                            "needed: reading spiece.model alone needs the sentencepiece package).") from None
+    if not tokenizer.model_max_length or tokenizer.model_max_length > 10**6:
+        tokenizer.model_max_length = _T5_MAX_TOKENS  # no limit in the files: T5's trained length
+    return tokenizer
+
+
+# =========================================================================================== mel front end
+class TangoMelFrontEnd:
+    """Waveform [B, T] -> log-mel [B, T // hop, n_mels], framed as Tango's TacotronSTFT frames it.
+
+    Unlike AudioLDM2's front end, the reference reflect-pads n_fft / 2 per side (frames centred on multiples of the
+    hop) and keeps the first T // hop frames (it cuts 10.24 s to 1024 frames).
+    """
+
+    def __init__(self, mel_basis: torch.Tensor, n_fft: int, hop: int, win_length: int):
+        self.mel_basis = mel_basis.to(torch.float32)
+        self.n_fft, self.hop, self.win_length = int(n_fft), int(hop), int(win_length)
+        self.n_mels = int(mel_basis.shape[0])
+
+    def __call__(self, waveform: torch.Tensor) -> torch.Tensor:
+        x = waveform.to(torch.float32).clamp(-1.0, 1.0)
+        frames = x.shape[-1] // self.hop
+        pad = self.n_fft // 2
+        x = torch.nn.functional.pad(x[:, None], (pad, pad), mode="reflect")[:, 0]
+        # A periodic Hann window of win_length, zero-padded to n_fft in the middle (scipy get_window + pad_center).
+        window = torch.hann_window(self.win_length, device=x.device)
+        left = (self.n_fft - self.win_length) // 2
+        window = torch.nn.functional.pad(window, (left, self.n_fft - self.win_length - left))
+        spec = torch.stft(x, self.n_fft, hop_length=self.hop, win_length=self.n_fft, window=window, center=False,
+                          onesided=True, return_complex=True).abs()[..., :frames]
+        mel = self.mel_basis.to(x.device) @ spec
+        return torch.log(mel.clamp_min(1e-5)).transpose(1, 2)  # dynamic-range compression, C = 1
+
+
+# ============================================================================================ backbone
+def cross_attention_sites_of(unet: torch.nn.Module) -> list[CrossAttentionSite]:
+    """Every true cross-attention layer of a diffusers UNet2DConditionModel, all fed by the T5 stream."""
+    blocks = [("down", i, b) for i, b in enumerate(unet.down_blocks)]
+    blocks += [("mid", 0, unet.mid_block)]
+    blocks += [("up", i, b) for i, b in enumerate(unet.up_blocks)]
+    depth = len(unet.down_blocks)
+    sites = []
+    for place, index, block in blocks:
+        attentions = getattr(block, "attentions", None)
+        if attentions is None:
+            continue
+        prefix = "mid_block" if place == "mid" else f"{place}_blocks.{index}"
+        level = {"down": index, "mid": depth - 1, "up": depth - 1 - index}[place]
+        for a, transformer in enumerate(attentions):
+            for t, layer in enumerate(getattr(transformer, "transformer_blocks", [])):
+                attn = getattr(layer, "attn2", None)
+                if attn is None or not attn.is_cross_attention:
+                    continue
+                sites.append(CrossAttentionSite(
+                    name=f"{prefix}.attentions.{a}.transformer_blocks.{t}.attn2.processor", stream="t5",
+                    key_dim=attn.to_k.in_features, heads=attn.heads, place=place, downsampling=2 ** level))
+    return sites
+
+
+class TangoBackbone(Backbone):
+    """Tango / Tango 2: AudioLDM's mel VAE (8 latent channels, /4 in time and frequency) and HiFi-GAN,
+    a Stable-Diffusion-2.1-shaped v-prediction UNet, FLAN-T5-large text conditioning."""
+
+    family = "tango"
+    sample_rate = 16000
+    channels = 1
+    latent_channels = 8
+    max_duration_s = _MAX_DURATION_S
+    prediction_type = "v_prediction"
+    text_streams = ("t5",)
+    word_stream = "t5"
+
+    def __init__(self, *, unet: Any, text_encoder: Any, tokenizer: Any, vae: Any, vocoder: Any,
+                 mel: TangoMelFrontEnd, name: str, folder: Path):
+        self.unet, self.text_encoder, self.tokenizer = unet, text_encoder, tokenizer
+        self.vae, self.vocoder, self.mel = vae, vocoder, mel
+        self.name = name
+        self.folder = folder
+        self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.scaling_factor = float(vae.config.scaling_factor)
+        self.latent_channels = int(vae.config.latent_channels)
+        self.hop = int(math.prod(vocoder.config.upsample_rates))
+        self.n_mels = int(vocoder.config.model_in_dim)
+        self.sample_rate = int(vocoder.config.sampling_rate)
+        self.prediction_type = SD21_SCHEDULE["prediction_type"]
+
+    # ------------------------------------------------------------------------------------ modules
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        return self.unet
+
+    @property
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """Every weight-bearing part, for device placement and memory accounting."""
+        return {"unet": self.unet, "vae": self.vae, "vocoder": self.vocoder, "text_encoder": self.text_encoder}
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    def make_scheduler(self) -> Any:
+        return make_tango_scheduler()
+
+    # -------------------------------------------------------------------------------- audio <-> latent
+    def check_duration(self, num_samples: int, sample_rate: int, input_name: str = "audio") -> None:
+        """Refuse clips longer than the backbone takes, saying what the limit is."""
+        seconds = num_samples / sample_rate
+        if seconds > self.max_duration_s + 1e-6:
+            raise PAEInputError(input_name, f"the clip is {seconds:.2f} s but {self.family} takes at most "
+                                f"{self.max_duration_s:g} s (it was trained on 10.24 s clips); trim it with the "
+                                "start/duration inputs of Load Audio.")
+
+    @torch.no_grad()
+    def encode_audio(self, waveform: torch.Tensor, sample_rate: int) -> dict[str, Any]:
+        batch, source_channels, source_len = waveform.shape
+        self.check_duration(source_len, sample_rate)
+        self.activate()
+        mono = to_channels(resample(waveform, sample_rate, self.sample_rate), 1)[:, 0]
+        num_samples = mono.shape[-1]
+        mono = mono - mono.mean(dim=-1, keepdim=True)
+        mono, gain = peak_normalise(mono[:, None], _TRAINING_PEAK)
+        # Pad to whole VAE cells (hop * vae_factor samples); decode trims back to num_samples.
+        cell = self.hop * self.vae_factor
+        padded = math.ceil(max(num_samples, 1) / cell) * cell
+        mono = torch.nn.functional.pad(mono[:, 0], (0, padded - num_samples))
+        mel = self.mel(mono.to(self.device))  # [B, frames, n_mels]
+        posterior = self.vae.encode(mel[:, None].to(self.vae.dtype)).latent_dist
+        samples = posterior.mode() * self.scaling_factor  # the mode: encoding is deterministic
+        return make_latent(samples.float(), family=self.family, model=self.name, sample_rate=self.sample_rate,
+                           num_samples=num_samples, source_sample_rate=sample_rate, source_num_samples=source_len,
+                           source_channels=source_channels, gain=gain)
+
+    @torch.no_grad()
+    def decode_latent(self, latent: dict[str, Any]) -> torch.Tensor:
+        info = latent_info(latent, self.family, self.latent_channels)
+        self.activate()
+        samples = latent["samples"].to(self.device, self.vae.dtype)
+        mel = self.vae.decode(samples / self.scaling_factor).sample  # [B, 1, frames, n_mels]
+        audio = self.vocoder(mel[:, 0].to(self.vocoder.dtype)).float()  # [B, frames * hop]
+        num_samples = info.get("num_samples", audio.shape[-1])
+        audio = audio[:, :num_samples]
+        gain = info.get("gain")
+        if gain is not None and gain.numel() == audio.shape[0]:
+            audio = audio * gain.to(audio.device)[:, None]
+        return audio[:, None].cpu()
+
+    # ---------------------------------------------------------------------------------------- text
+    def _tokenize(self, prompts: list[str]) -> Any:
+        tokenizer = self.tokenizer
+        limit = int(tokenizer.model_max_length)
+        lengths = [len(ids) for ids in tokenizer(prompts, truncation=False)["input_ids"]]
+        for prompt, length in zip(prompts, lengths):
+            if length > limit:
+                raise PAEInputError("prompt", f"'{prompt[:60]}...' is {length} tokens long but the T5 text encoder "
+                                    f"takes at most {limit}; shorten the prompt.")
+        # As the reference: pad to the longest prompt, keys past a prompt's end masked (the empty prompt is '</s>').
+        return tokenizer(prompts, padding=True, max_length=limit, truncation=True, return_tensors="pt")
+
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str]) -> TextConditioning:
+        self.activate()
+        device = self.text_encoder.device
+        t5_in = self._tokenize(list(prompts))
+        mask = t5_in.attention_mask.to(device)
+        t5 = self.text_encoder(input_ids=t5_in.input_ids.to(device), attention_mask=mask)[0]
+        tokens = [self.tokenizer.convert_ids_to_tokens(ids[keep.bool()].tolist())
+                  for ids, keep in zip(t5_in.input_ids, t5_in.attention_mask)]
+        return TextConditioning(prompts=list(prompts), streams={"t5": t5.to(self.device)},
+                                masks={"t5": mask.to(self.device)}, tokens={"t5": tokens})
+
+    # ----------------------------------------------------------------------------------- denoising
+    def predict(self, latents: torch.Tensor, timestep: torch.Tensor | int,
+                conditioning: TextConditioning) -> torch.Tensor:
+        unet = self.unet
+        return unet(latents.to(unet.dtype), timestep,
+                    encoder_hidden_states=conditioning.streams["t5"].to(unet.dtype),
+                    encoder_attention_mask=conditioning.masks.get("t5"), return_dict=False)[0]
+
+    def cross_attention_sites(self) -> list[CrossAttentionSite]:
+        return cross_attention_sites_of(self.unet)
+
+
+# ============================================================================================== loading
+def load_tango_backbone(folder: Path, dtype: torch.dtype, device: torch.device) -> TangoBackbone:
+    """Build Tango from a release folder: strict loads of the UNet, T5 encoder, VAE and vocoder; tokenizer from disk.
+
+    Weights stay on the CPU in the requested dtype; the caller moves them to the device.
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig, T5Config, T5EncoderModel
+
+    from ..mel import _mel_basis
+
+    for required in (MAIN_CONFIG, VAE_CONFIG):
+        if not (folder / required).is_file():
+            raise PAEInputError("model_name", f"'{folder.name}' has no {required}; download the whole release "
+                                "(Hugging Face declare-lab/tango or declare-lab/tango2) into it.")
+    main = _read_json(folder / MAIN_CONFIG, folder)
+    _check_main_config(main, folder)
+    tokenizer = load_tokenizer(folder)
+    stft = dict(_DEFAULT_STFT)
+    if (folder / STFT_CONFIG).is_file():
+        stft.update(_read_json(folder / STFT_CONFIG, folder))
+
+    unet_config = unet_config_for(folder, main)
+    t5_config = T5Config(**{k: v for k, v in t5_config_for(folder, main).items() if not k.startswith("_")})
+    weights = read_weights(folder / MAIN_WEIGHTS, folder)
+    parts: dict[str, dict[str, torch.Tensor]] = {"unet": {}, "text_encoder": {}}
+    stray = []
+    for key, tensor in weights.items():
+        head, _, rest = key.partition(".")
+        if head in parts and rest:
+            parts[head][rest] = tensor
+        else:
+            stray.append(key)
+    if stray:
+        raise PAEInputError("model_name", f"'{folder.name}/{MAIN_WEIGHTS}' has weights outside the UNet and the text "
+                            f"encoder ({_key_list(sorted(stray), '')}); it is not a Tango / Tango 2 release.")
+    te = parts["text_encoder"]
+    # The input embedding is shared: accept a file that stores it under only one of its two names.
+    for one, other in (("shared.weight", "encoder.embed_tokens.weight"),
+                       ("encoder.embed_tokens.weight", "shared.weight")):
+        if one in te and other not in te:
+            te[other] = te[one]
+    source_main = f"'{folder.name}/{MAIN_WEIGHTS}'"
+    unet = load_strict(lambda: UNet2DConditionModel.from_config(unet_config), parts["unet"], source=source_main,
+                       what=f"the UNet ({UNET_CONFIG_FILE} or the built-in Tango config)", prefix="unet.")
+    text_encoder = load_strict(lambda: T5EncoderModel(t5_config), te, source=source_main,
+                               what=f"the T5 encoder ({T5_CONFIG_FILE} or the built-in FLAN-T5-large config)",
+                               prefix="text_encoder.")
+    del weights, parts, te
+
+    vae_weights = read_weights(folder / VAE_WEIGHTS, folder)
+    vae_state = vae_state_from_original({k: v for k, v in vae_weights.items() if not k.startswith("vocoder.")})
+    vocoder_state = vocoder_state_from_original({k[len("vocoder."):]: v for k, v in vae_weights.items()
+                                                 if k.startswith("vocoder.")})
+    del vae_weights
+    vae_config = vae_config_from_original(_read_json(folder / VAE_CONFIG, folder), folder)
+    source_vae = f"'{folder.name}/{VAE_WEIGHTS}'"
+    vae = load_strict(lambda: AutoencoderKL(**vae_config), vae_state,
+                      what="AudioLDM's VAE as diffusers' AutoencoderKL (names after renaming)", source=source_vae)
+    vocoder_config = SpeechT5HifiGanConfig(**vocoder_config_from_state(vocoder_state, int(stft["sampling_rate"]),
+                                                                       folder))
+    vocoder = load_strict(lambda: SpeechT5HifiGan(vocoder_config), vocoder_state,
+                          what="AudioLDM's HiFi-GAN as SpeechT5HifiGan (names after renaming)", source=source_vae,
+                          prefix="vocoder.")
+
+    hop, n_fft, n_mels = int(stft["hop_length"]), int(stft["filter_length"]), int(stft["n_mel_channels"])
+    if hop != math.prod(vocoder_config.upsample_rates) or n_mels != vocoder_config.model_in_dim:
+        raise PAEInputError("model_name", f"'{folder.name}/{STFT_CONFIG}' (hop {hop}, {n_mels} mel bins) does not "
+                            f"match the vocoder (hop {math.prod(vocoder_config.upsample_rates)}, "
+                            f"{vocoder_config.model_in_dim} mel bins).")
+    basis = _mel_basis(int(stft["sampling_rate"]), n_fft, n_mels, float(stft["mel_fmin"]), float(stft["mel_fmax"]))
+    if (folder / STFT_WEIGHTS).is_file():
+        stored = read_weights(folder / STFT_WEIGHTS, folder).get("mel_basis")
+        if stored is None or tuple(stored.shape) != tuple(basis.shape):
+            raise PAEInputError("model_name", f"'{folder.name}/{STFT_WEIGHTS}' has no mel_basis of shape "
+                                f"{tuple(basis.shape)} for {STFT_CONFIG}; download both again.")
+        basis = stored.to(torch.float32).clone()  # the filters the model was trained with, exactly
+    mel = TangoMelFrontEnd(basis, n_fft=n_fft, hop=hop, win_length=int(stft.get("win_length", n_fft)))
+
+    # torch's own .to: diffusers' override warns about fp32-only modules on every cast, though these models have none.
+    for module in (unet, vae, vocoder):
+        torch.nn.Module.to(module, dtype)
+    # T5 overflows in float16 (it was trained in bfloat16): keep the text encoder in float32 then.
+    text_encoder.to(torch.float32 if dtype == torch.float16 else dtype)
+    return TangoBackbone(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, vae=vae, vocoder=vocoder,
+                         mel=mel, name=folder.name, folder=folder)
