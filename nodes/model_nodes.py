@@ -13,9 +13,10 @@ from .base import PAE_MODEL, PAENode
 class LoadModel(PAENode):
     NODE_ID = "PAE_LoadModel"
     DISPLAY_NAME = "Load Audio Model (PAE)"
-    DESCRIPTION = ("Loads an audio diffusion backbone from the models folder (AudioLDM2 base, large or music as a "
-                   "diffusers folder under models/diffusers/). The backbone is recognised from the folder's files; "
-                   "a model is loaded once and shared by every node that uses it.")
+    DESCRIPTION = ("Loads an audio diffusion backbone from the models folder: AudioLDM2 base, large or music (a "
+                   "diffusers folder under models/diffusers/) or Tango / Tango 2 (the released files under "
+                   "models/tango/). The backbone is recognised from the folder's files; a model is loaded once and "
+                   "shared by every node that uses it.")
     RETURN_TYPES = (PAE_MODEL,)
     RETURN_NAMES = ("model",)
     OUTPUT_TOOLTIPS = ("The loaded backbone: VAE, vocoder, text encoders and denoiser.",)
@@ -23,7 +24,7 @@ class LoadModel(PAENode):
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
-            "model_name": (list_models(), {"tooltip": "Model folder as kind/name, e.g. diffusers/audioldm2-large. "
+            "model_name": (list_models(), {"tooltip": "Model folder as kind/name, e.g. diffusers/audioldm2-large or tango/tango2. "
                            "Folders that are not a recognised audio model are not listed."}),
             "dtype": (list(bridge.DTYPE_CHOICES), {"default": "auto", "tooltip": "Weight precision. auto: fp16 "
                       "on NVIDIA GPUs (bf16 where fp16 is unsafe), fp32 on CPU. fp16/bf16 halve memory."}),

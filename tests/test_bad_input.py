@@ -8,10 +8,9 @@ import os
 import pytest
 import torch
 
-from prompt_audio_edit.engine import comfy_bridge as bridge
 from prompt_audio_edit.engine.errors import PAEInputError
 from prompt_audio_edit.nodes import NODE_CLASS_MAPPINGS
-from tests.conftest import TINY_MODEL, core_style_audio, tone, write_with_pyav
+from tests.conftest import core_style_audio, tone, write_with_pyav
 
 LoadAudio = NODE_CLASS_MAPPINGS["PAE_LoadAudio"]
 SaveAudio = NODE_CLASS_MAPPINGS["PAE_SaveAudio"]

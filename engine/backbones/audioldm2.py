@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..audio import peak_normalise, resample, to_channels
 from ..errors import PAEInputError
-from ..latent import latent_info, make_latent
 from ..mel import MelFrontEnd
-from .base import Backbone, CrossAttentionSite, TextConditioning
+from .base import CrossAttentionSite, TextConditioning
+from .mel_vae import MelVAEBackbone
 
-# AudioLDM's training clips were peak-normalised to 0.5 after removing the mean.
-_TRAINING_PEAK = 0.5
 # Trained on 10.24 s clips. The UNet and VAE are convolutional, but past 30 s the VAE's mid-block attention
 # grows quadratically and the edits drift far from anything the model has seen.
 _MAX_DURATION_S = 30.0
@@ -24,7 +20,7 @@ _MAX_DURATION_S = 30.0
 _T5_FROM_INDEX = 2
 
 
-class AudioLDM2Backbone(Backbone):
+class AudioLDM2Backbone(MelVAEBackbone):
     """AudioLDM2: mel VAE (8 latent channels, /4 in time and frequency), HiFi-GAN, GPT-2 + FLAN-T5 conditioning."""
 
     family = "audioldm2"
@@ -39,13 +35,8 @@ class AudioLDM2Backbone(Backbone):
         self.pipeline = pipeline
         self.name = name
         self.folder = folder
-        vae = pipeline.vae
-        self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        self.scaling_factor = float(vae.config.scaling_factor)
-        self.latent_channels = int(vae.config.latent_channels)
-        self.hop = int(math.prod(pipeline.vocoder.config.upsample_rates))
-        self.n_mels = int(pipeline.vocoder.config.model_in_dim)
-        self.sample_rate = int(pipeline.vocoder.config.sampling_rate)
+        self.vae, self.vocoder = pipeline.vae, pipeline.vocoder
+        self._read_shapes()
         self.mel = MelFrontEnd(sample_rate=self.sample_rate, n_fft=1024, hop=self.hop, n_mels=self.n_mels,
                                fmin=0.0, fmax=self.sample_rate / 2)
         self.prediction_type = pipeline.scheduler.config.get("prediction_type", "epsilon")
@@ -75,50 +66,6 @@ class AudioLDM2Backbone(Backbone):
     def make_scheduler(self) -> Any:
         return type(self.pipeline.scheduler).from_config(self.pipeline.scheduler.config)
 
-    # -------------------------------------------------------------------------------- audio <-> latent
-    def check_duration(self, num_samples: int, sample_rate: int, input_name: str = "audio") -> None:
-        """Refuse clips longer than the backbone takes, saying what the limit is."""
-        seconds = num_samples / sample_rate
-        if seconds > self.max_duration_s + 1e-6:
-            raise PAEInputError(input_name, f"the clip is {seconds:.2f} s but {self.family} takes at most "
-                                f"{self.max_duration_s:g} s (it was trained on 10.24 s clips); trim it with the "
-                                "start/duration inputs of Load Audio.")
-
-    @torch.no_grad()
-    def encode_audio(self, waveform: torch.Tensor, sample_rate: int) -> dict[str, Any]:
-        batch, source_channels, source_len = waveform.shape
-        self.check_duration(source_len, sample_rate)
-        self.activate()
-        mono = to_channels(resample(waveform, sample_rate, self.sample_rate), 1)[:, 0]
-        num_samples = mono.shape[-1]
-        mono = mono - mono.mean(dim=-1, keepdim=True)
-        mono, gain = peak_normalise(mono[:, None], _TRAINING_PEAK)
-        # Pad to whole VAE cells (hop * vae_factor samples); decode trims back to num_samples.
-        cell = self.hop * self.vae_factor
-        padded = math.ceil(max(num_samples, 1) / cell) * cell
-        mono = torch.nn.functional.pad(mono[:, 0], (0, padded - num_samples))
-        mel = self.mel(mono.to(self.device))  # [B, frames, n_mels]
-        vae = self.pipeline.vae
-        posterior = vae.encode(mel[:, None].to(vae.dtype)).latent_dist
-        samples = posterior.mode() * self.scaling_factor  # the mode: encoding is deterministic
-        return make_latent(samples.float(), family=self.family, model=self.name, sample_rate=self.sample_rate,
-                           num_samples=num_samples, source_sample_rate=sample_rate, source_num_samples=source_len,
-                           source_channels=source_channels, gain=gain)
-
-    @torch.no_grad()
-    def decode_latent(self, latent: dict[str, Any]) -> torch.Tensor:
-        info = latent_info(latent, self.family, self.latent_channels)
-        self.activate()
-        samples = latent["samples"].to(self.device, self.pipeline.vae.dtype)
-        mel = self.pipeline.vae.decode(samples / self.scaling_factor).sample  # [B, 1, frames, n_mels]
-        vocoder = self.pipeline.vocoder
-        audio = vocoder(mel[:, 0].to(vocoder.dtype)).float()  # [B, frames * hop]
-        num_samples = info.get("num_samples", audio.shape[-1])
-        audio = audio[:, :num_samples]
-        gain = info.get("gain")
-        if gain is not None and gain.numel() == audio.shape[0]:
-            audio = audio * gain.to(audio.device)[:, None]
-        return audio[:, None].cpu()
 
     # ---------------------------------------------------------------------------------------- text
     def _tokenize(self, tokenizer: Any, prompts: list[str], padding: Any, stream: str) -> Any:

@@ -10,13 +10,11 @@ from typing import Any, Callable
 
 import torch
 
-from ..audio import peak_normalise, resample, to_channels
 from ..errors import PAEInputError
-from ..latent import latent_info, make_latent
-from .base import Backbone, CrossAttentionSite, TextConditioning
+from .base import CrossAttentionSite, TextConditioning
+from .mel_vae import MelVAEBackbone
 
 # Tango's training clips had the mean removed and were peak-normalised to 0.5 (tools/torch_tools.py of the reference).
-_TRAINING_PEAK = 0.5
 # Trained on 10.24 s clips; the same limit as AudioLDM2 (the VAE's mid-block attention grows quadratically).
 _MAX_DURATION_S = 30.0
 # T5 was trained with 512 positions; tokenizer files without a limit get this one.
@@ -437,7 +435,7 @@ def cross_attention_sites_of(unet: torch.nn.Module) -> list[CrossAttentionSite]:
     return sites
 
 
-class TangoBackbone(Backbone):
+class TangoBackbone(MelVAEBackbone):
     """Tango / Tango 2: AudioLDM's mel VAE (8 latent channels, /4 in time and frequency) and HiFi-GAN,
     a Stable-Diffusion-2.1-shaped v-prediction UNet, FLAN-T5-large text conditioning."""
 
@@ -456,12 +454,7 @@ class TangoBackbone(Backbone):
         self.vae, self.vocoder, self.mel = vae, vocoder, mel
         self.name = name
         self.folder = folder
-        self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        self.scaling_factor = float(vae.config.scaling_factor)
-        self.latent_channels = int(vae.config.latent_channels)
-        self.hop = int(math.prod(vocoder.config.upsample_rates))
-        self.n_mels = int(vocoder.config.model_in_dim)
-        self.sample_rate = int(vocoder.config.sampling_rate)
+        self._read_shapes()
         self.prediction_type = SD21_SCHEDULE["prediction_type"]
 
     # ------------------------------------------------------------------------------------ modules
@@ -485,48 +478,6 @@ class TangoBackbone(Backbone):
     def make_scheduler(self) -> Any:
         return make_tango_scheduler()
 
-    # -------------------------------------------------------------------------------- audio <-> latent
-    def check_duration(self, num_samples: int, sample_rate: int, input_name: str = "audio") -> None:
-        """Refuse clips longer than the backbone takes, saying what the limit is."""
-        seconds = num_samples / sample_rate
-        if seconds > self.max_duration_s + 1e-6:
-            raise PAEInputError(input_name, f"the clip is {seconds:.2f} s but {self.family} takes at most "
-                                f"{self.max_duration_s:g} s (it was trained on 10.24 s clips); trim it with the "
-                                "start/duration inputs of Load Audio.")
-
-    @torch.no_grad()
-    def encode_audio(self, waveform: torch.Tensor, sample_rate: int) -> dict[str, Any]:
-        batch, source_channels, source_len = waveform.shape
-        self.check_duration(source_len, sample_rate)
-        self.activate()
-        mono = to_channels(resample(waveform, sample_rate, self.sample_rate), 1)[:, 0]
-        num_samples = mono.shape[-1]
-        mono = mono - mono.mean(dim=-1, keepdim=True)
-        mono, gain = peak_normalise(mono[:, None], _TRAINING_PEAK)
-        # Pad to whole VAE cells (hop * vae_factor samples); decode trims back to num_samples.
-        cell = self.hop * self.vae_factor
-        padded = math.ceil(max(num_samples, 1) / cell) * cell
-        mono = torch.nn.functional.pad(mono[:, 0], (0, padded - num_samples))
-        mel = self.mel(mono.to(self.device))  # [B, frames, n_mels]
-        posterior = self.vae.encode(mel[:, None].to(self.vae.dtype)).latent_dist
-        samples = posterior.mode() * self.scaling_factor  # the mode: encoding is deterministic
-        return make_latent(samples.float(), family=self.family, model=self.name, sample_rate=self.sample_rate,
-                           num_samples=num_samples, source_sample_rate=sample_rate, source_num_samples=source_len,
-                           source_channels=source_channels, gain=gain)
-
-    @torch.no_grad()
-    def decode_latent(self, latent: dict[str, Any]) -> torch.Tensor:
-        info = latent_info(latent, self.family, self.latent_channels)
-        self.activate()
-        samples = latent["samples"].to(self.device, self.vae.dtype)
-        mel = self.vae.decode(samples / self.scaling_factor).sample  # [B, 1, frames, n_mels]
-        audio = self.vocoder(mel[:, 0].to(self.vocoder.dtype)).float()  # [B, frames * hop]
-        num_samples = info.get("num_samples", audio.shape[-1])
-        audio = audio[:, :num_samples]
-        gain = info.get("gain")
-        if gain is not None and gain.numel() == audio.shape[0]:
-            audio = audio * gain.to(audio.device)[:, None]
-        return audio[:, None].cpu()
 
     # ---------------------------------------------------------------------------------------- text
     def _tokenize(self, prompts: list[str]) -> Any:
