@@ -50,7 +50,7 @@ def _run(config: str, args: dict, queue) -> None:
     root = Path(args["root"])
     bridge.set_directories(models=str(root))
     backbone = models.load_backbone("diffusers/bench", "fp32" if args["device"] == "cpu" else "fp16")
-    backbone.pipeline.unet = real_size_unet(args["large"]).to(backbone.device, backbone.dtype)
+    backbone.pipeline.unet = real_size_unet(args["large"]).requires_grad_(False).to(backbone.device, backbone.dtype)
     frames = int(round(args["seconds"] * 16000 / 640))
     latent = {"samples": torch.randn(1, 8, frames, 16)}
     source, target = "a dog barking in the rain", "a cat meowing in the rain"
@@ -58,7 +58,7 @@ def _run(config: str, args: dict, queue) -> None:
     scales = [5.0, 10.0, 15.0, 20.0, 25.0]
     # Generation runs every step; the edit runs the steps after edit_start (the inversion was made with skip).
     inversion = invert(backbone, latent, source, steps=args["steps"], edit_start=args["edit_start"])
-    full = invert(backbone, latent, source, steps=args["steps"], edit_start=0.0)
+    full = invert(backbone, latent, source, steps=args["steps"], edit_start=0.0) if config == "generate" else None
 
     def once() -> None:
         if config == "generate":

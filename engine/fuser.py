@@ -81,6 +81,7 @@ def _stream_mappings(backbone: Backbone, edit: AttentionEdit, conditioning, sour
     return mappings
 
 
+@torch.no_grad()
 def run_branches(backbone: Backbone, inversion: Inversion, clip: int, target_prompt: str, scales: list[float],
                  edit: AttentionEdit | None = None, schedule: FusionSchedule | None = None,
                  blend_threshold: float = 0.0, blend_start: float = DEFAULT_BLEND_START,

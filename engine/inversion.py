@@ -100,6 +100,7 @@ def _check_settings(steps: int, skip_fraction: float, guidance: float, method: s
     return skip
 
 
+@torch.no_grad()
 def invert(backbone: Backbone, latent: dict[str, Any], prompt: str, *, method: str = "ddpm", steps: int = 100,
            guidance: float = 3.0, edit_start: float = 0.5, seed: int = 0) -> Inversion:
     """Invert a LATENT batch with the source prompt; the result feeds any number of edits."""

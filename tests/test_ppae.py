@@ -355,3 +355,16 @@ def test_source_prompt_may_come_from_the_inversion(backbone, clip_latent):
     assert torch.equal(named["samples"], implied["samples"])
     with pytest.raises(ValueError, match="use Refine"):
         fuse(backbone, inversion, edit("a cat", source=""))
+
+
+def test_no_autograd_graph_even_with_trainable_weights(backbone, clip_latent):
+    # A UNet swapped in with requires_grad (a LoRA, a benchmark) must not make the samplers keep every step's graph.
+    inversion, _ = shared_ddpm(backbone, clip_latent)
+    weight = next(backbone.denoiser.parameters())
+    weight.requires_grad_(True)
+    try:
+        latent, _ = fuse(backbone, inversion, edit("a cat meowing in the rain"))
+        again = ddpm(backbone, clip_latent)
+    finally:
+        weight.requires_grad_(False)
+    assert not latent["samples"].requires_grad and not again.noise.requires_grad
