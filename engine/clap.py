@@ -14,7 +14,6 @@ rows of different clips do not.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import threading
@@ -29,6 +28,7 @@ import torch
 from . import comfy_bridge as bridge
 from .audio import check_audio, make_audio, resample, to_channels
 from .errors import PAEInputError
+from .files import read_json_dict
 
 # The AUDIO dict key that carries one metadata dict per batch row (see the module docstring).
 CANDIDATES_KEY = "pae_candidates"
@@ -46,17 +46,10 @@ _lock = threading.Lock()
 
 
 # ------------------------------------------------------------------------------------------- folders
-def _read_json(path: Path) -> dict | None:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
-        return None
 
 
 def _is_clap_folder(folder: Path) -> bool:
-    config = _read_json(folder / "config.json")
+    config = read_json_dict(folder / "config.json")
     return config is not None and config.get("model_type") == "clap"
 
 
@@ -217,7 +210,7 @@ class ClapScorer:
 def load_clap(name: str, dtype_name: str = "auto") -> ClapScorer:
     """Load a CLAP folder from models/clap/ once per (folder, dtype, device) and share it while in use."""
     folder = find_clap_folder(name)
-    config = _read_json(folder / "config.json")
+    config = read_json_dict(folder / "config.json")
     if config is not None and config.get("model_type") != "clap":
         raise PAEInputError("model_name", f"'{name}' holds a '{config.get('model_type')}' model, not CLAP; "
                             f"{DOWNLOAD_HINT}.")

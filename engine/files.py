@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import os
 import re
 import tempfile
@@ -57,3 +59,13 @@ def numbered_output_paths(output_dir: str | os.PathLike, filename_prefix: str, e
         counter = max(used, default=0) + 1
     paths = [folder / f"{stem}_{counter + i:05d}_.{extension}" for i in range(count)]
     return paths, subfolder
+
+
+def read_json_dict(path: Path) -> dict | None:
+    """A JSON file's top-level object, or None when it is missing, unreadable or not an object."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import weakref
@@ -12,6 +11,7 @@ from typing import Callable
 from . import comfy_bridge as bridge
 from .backbones.base import Backbone
 from .errors import PAEInputError
+from .files import read_json_dict
 
 # Model kinds whose subfolders a loader lists, and the weight files that make a component complete.
 BACKBONE_KINDS = ("diffusers", "tango", "musicgen")
@@ -25,18 +25,11 @@ _cache: "weakref.WeakValueDictionary[tuple[str, str, str], Backbone]" = weakref.
 _lock = threading.Lock()
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
-        return None
 
 
 def detect_family(folder: Path) -> str:
     """Name the backbone a folder holds ('audioldm2', ...) from its files, or explain what is wrong."""
-    index = _read_json(folder / "model_index.json")
+    index = read_json_dict(folder / "model_index.json")
     if index is not None:
         pipeline = index.get("_class_name", "")
         if pipeline == "AudioLDM2Pipeline":
@@ -55,7 +48,7 @@ def detect_family(folder: Path) -> str:
                             "audio model this pack knows (AudioLDM2 base/large/music).")
     if (folder / "main_config.json").is_file():
         return "tango"
-    config = _read_json(folder / "config.json")
+    config = read_json_dict(folder / "config.json")
     if config is not None and str(config.get("model_type", "")).startswith("musicgen"):
         return "musicgen"
     found = sorted(os.listdir(folder))[:12] if folder.is_dir() else []
@@ -66,7 +59,7 @@ def detect_family(folder: Path) -> str:
 
 def missing_components(folder: Path) -> list[str]:
     """Parts a diffusers folder's model_index.json lists that are absent or have no weights."""
-    index = _read_json(folder / "model_index.json") or {}
+    index = read_json_dict(folder / "model_index.json") or {}
     missing = []
     for component, spec in index.items():
         if component.startswith("_") or not isinstance(spec, list) or spec[0] is None:

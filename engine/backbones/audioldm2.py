@@ -7,9 +7,8 @@ from typing import Any
 
 import torch
 
-from ..errors import PAEInputError
 from ..mel import MelFrontEnd
-from .base import CrossAttentionSite, TextConditioning
+from .base import CrossAttentionSite, TextConditioning, tokenize_checked
 from .mel_vae import MelVAEBackbone
 
 # Trained on 10.24 s clips. The UNet and VAE are convolutional, but past 30 s the VAE's mid-block attention
@@ -68,25 +67,16 @@ class AudioLDM2Backbone(MelVAEBackbone):
 
 
     # ---------------------------------------------------------------------------------------- text
-    def _tokenize(self, tokenizer: Any, prompts: list[str], padding: Any, stream: str) -> Any:
-        limit = int(tokenizer.model_max_length)
-        lengths = [len(ids) for ids in tokenizer(prompts, truncation=False)["input_ids"]]
-        for prompt, length in zip(prompts, lengths):
-            if length > limit:
-                raise PAEInputError("prompt", f"'{prompt[:60]}...' is {length} tokens long but the {stream} text "
-                                    f"encoder takes at most {limit}; shorten the prompt.")
-        return tokenizer(prompts, padding=padding, max_length=limit, truncation=True, return_tensors="pt")
-
     @torch.no_grad()
     def encode_text(self, prompts: list[str]) -> TextConditioning:
         self.activate()
         p = self.pipeline
         device = self.device
-        clap_in = self._tokenize(p.tokenizer, prompts, "max_length", "CLAP")
+        clap_in = tokenize_checked(p.tokenizer, prompts, "max_length", "CLAP")
         clap = p.text_encoder.get_text_features(clap_in.input_ids.to(device),
                                                 attention_mask=clap_in.attention_mask.to(device))
         clap = getattr(clap, "pooler_output", clap)[:, None, :]  # transformers 5 returns an output object
-        t5_in = self._tokenize(p.tokenizer_2, prompts, True, "T5")
+        t5_in = tokenize_checked(p.tokenizer_2, prompts, True, "T5")
         t5_mask = t5_in.attention_mask.to(device)
         t5 = p.text_encoder_2(t5_in.input_ids.to(device), attention_mask=t5_mask)[0]
         projected = p.projection_model(hidden_states=clap, hidden_states_1=t5,

@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from ..errors import PAEInputError
+
 
 @dataclass(frozen=True)
 class CrossAttentionSite:
@@ -110,3 +112,14 @@ class Backbone(ABC):
     @abstractmethod
     def denoiser(self) -> torch.nn.Module:
         """The module whose attention processors the sites name."""
+
+
+def tokenize_checked(tokenizer: Any, prompts: list[str], padding: Any, stream: str) -> Any:
+    """Tokenize prompts, refusing (not truncating) any longer than the text encoder takes."""
+    limit = int(tokenizer.model_max_length)
+    lengths = [len(ids) for ids in tokenizer(prompts, truncation=False)["input_ids"]]
+    for prompt, length in zip(prompts, lengths):
+        if length > limit:
+            raise PAEInputError("prompt", f"'{prompt[:60]}...' is {length} tokens long but the {stream} text "
+                                f"encoder takes at most {limit}; shorten the prompt.")
+    return tokenizer(prompts, padding=padding, max_length=limit, truncation=True, return_tensors="pt")

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import torch
 
 from ..errors import PAEInputError
-from .base import CrossAttentionSite, TextConditioning
+from .base import CrossAttentionSite, TextConditioning, tokenize_checked
 from .mel_vae import MelVAEBackbone
 
 # Tango's training clips had the mean removed and were peak-normalised to 0.5 (tools/torch_tools.py of the reference).
@@ -481,15 +481,8 @@ class TangoBackbone(MelVAEBackbone):
 
     # ---------------------------------------------------------------------------------------- text
     def _tokenize(self, prompts: list[str]) -> Any:
-        tokenizer = self.tokenizer
-        limit = int(tokenizer.model_max_length)
-        lengths = [len(ids) for ids in tokenizer(prompts, truncation=False)["input_ids"]]
-        for prompt, length in zip(prompts, lengths):
-            if length > limit:
-                raise PAEInputError("prompt", f"'{prompt[:60]}...' is {length} tokens long but the T5 text encoder "
-                                    f"takes at most {limit}; shorten the prompt.")
         # As the reference: pad to the longest prompt, keys past a prompt's end masked (the empty prompt is '</s>').
-        return tokenizer(prompts, padding=True, max_length=limit, truncation=True, return_tensors="pt")
+        return tokenize_checked(self.tokenizer, prompts, True, "T5")
 
     @torch.no_grad()
     def encode_text(self, prompts: list[str]) -> TextConditioning:
