@@ -7,7 +7,7 @@ import pathlib
 
 import torch
 
-from .demo_models import _CLAP_MAX_LENGTH, _clap_tokenizer, _reinit
+from .demo_models import _CLAP_MAX_LENGTH, _clap_tokenizer, _reinit, clap_feature_extractor
 
 # Real CLAP facts mirrored below (transformers' ClapAudioEncoder and the laion/clap-htsat-unfused files):
 # - The feature extractor always yields a 10 s window of 48 kHz audio as 1001 x 64 log-mel frames (dB). HTSAT lays
@@ -33,7 +33,7 @@ def build_tiny_clap(folder: str | os.PathLike, seed: int = 0) -> pathlib.Path:
     (a ClapFeatureExtractor at 48 kHz with clap-htsat-unfused's settings) and the tokenizer files (a tiny byte-level
     RoBERTa BPE). ClapProcessor.from_pretrained and the pack's loader both read it.
     """
-    from transformers import ClapAudioConfig, ClapConfig, ClapFeatureExtractor, ClapModel, ClapTextConfig
+    from transformers import ClapAudioConfig, ClapConfig, ClapModel, ClapTextConfig
 
     out = pathlib.Path(folder)
     tokenizer = _clap_tokenizer()
@@ -75,17 +75,7 @@ def build_tiny_clap(folder: str | os.PathLike, seed: int = 0) -> pathlib.Path:
         norm = model.audio_model.audio_encoder.batch_norm
         norm.running_mean.fill_(_MEL_DB_MEAN)
         norm.running_var.fill_(_MEL_DB_STD ** 2)
-    feature_extractor = ClapFeatureExtractor(  # laion/clap-htsat-unfused settings
-        feature_size=64,
-        sampling_rate=48000,
-        hop_length=480,
-        max_length_s=10,
-        fft_window_size=1024,
-        frequency_min=50,
-        frequency_max=14000,
-        truncation="rand_trunc",
-        padding="repeatpad",
-    )
+    feature_extractor = clap_feature_extractor()
     out.mkdir(parents=True, exist_ok=True)
     model.eval().save_pretrained(out, safe_serialization=True)
     # The released layout (preprocessor_config.json + tokenizer files); transformers 5's ClapProcessor.save_pretrained

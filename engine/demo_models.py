@@ -149,6 +149,15 @@ def _clap_tokenizer() -> RobertaTokenizerFast:
     return RobertaTokenizerFast(vocab=vocab, merges=merges, model_max_length=_CLAP_MAX_LENGTH)
 
 
+def clap_feature_extractor():
+    """CLAP's audio feature extractor with laion/clap-htsat-unfused's settings (48 kHz, 64 mel bins, 10 s)."""
+    from transformers import ClapFeatureExtractor
+
+    return ClapFeatureExtractor(feature_size=64, sampling_rate=48000, hop_length=480, max_length_s=10,
+                                fft_window_size=1024, frequency_min=50, frequency_max=14000,
+                                truncation="rand_trunc", padding="repeatpad")
+
+
 def _is_norm(module: torch.nn.Module) -> bool:
     """Return True for normalisation layers (LayerNorm, GroupNorm, BatchNorm, RMSNorm, T5LayerNorm)."""
     return "norm" in type(module).__name__.lower()
@@ -190,7 +199,6 @@ def build_tiny_audioldm2(folder: str | os.PathLike, *, layout: str = "large", se
     from transformers import (
         ClapAudioConfig,
         ClapConfig,
-        ClapFeatureExtractor,
         ClapModel,
         ClapTextConfig,
         GPT2Config,
@@ -321,17 +329,7 @@ def build_tiny_audioldm2(folder: str | os.PathLike, *, layout: str = "large", se
         set_alpha_to_one=False,
         steps_offset=1,
     )
-    feature_extractor = ClapFeatureExtractor(  # laion/clap-htsat-unfused settings
-        feature_size=64,
-        sampling_rate=48000,
-        hop_length=480,
-        max_length_s=10,
-        fft_window_size=1024,
-        frequency_min=50,
-        frequency_max=14000,
-        truncation="rand_trunc",
-        padding="repeatpad",
-    )
+    feature_extractor = clap_feature_extractor()
     pipe = AudioLDM2Pipeline(
         vae=vae,
         text_encoder=text_encoder,

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ..mel import MelFrontEnd
-from .base import CrossAttentionSite, TextConditioning, tokenize_checked
+from .base import CrossAttentionSite, TextConditioning, tokenize_checked, unet_attention_blocks
 from .mel_vae import MelVAEBackbone
 
 # Trained on 10.24 s clips. The UNet and VAE are convolutional, but past 30 s the VAE's mid-block attention
@@ -98,20 +98,12 @@ class AudioLDM2Backbone(MelVAEBackbone):
                     encoder_attention_mask_1=conditioning.masks["t5"], return_dict=False)[0]
 
     def cross_attention_sites(self) -> list[CrossAttentionSite]:
-        unet = self.pipeline.unet
-        blocks = [("down", i, b) for i, b in enumerate(unet.down_blocks)]
-        blocks += [("mid", 0, unet.mid_block)]
-        blocks += [("up", i, b) for i, b in enumerate(unet.up_blocks)]
-        depth = len(unet.down_blocks)
         sites = []
-        for place, index, block in blocks:
+        for prefix, place, downsampling, block in unet_attention_blocks(self.pipeline.unet):
             dims = getattr(block, "cross_attention_dim", None)
-            attentions = getattr(block, "attentions", None)
-            if not dims or attentions is None:
+            if not dims:
                 continue
-            prefix = "mid_block" if place == "mid" else f"{place}_blocks.{index}"
-            level = {"down": index, "mid": depth - 1, "up": depth - 1 - index}[place]
-            for a, transformer in enumerate(attentions):
+            for a, transformer in enumerate(block.attentions):
                 position = a % len(dims)
                 if dims[position] is None:
                     continue
@@ -122,5 +114,5 @@ class AudioLDM2Backbone(MelVAEBackbone):
                     sites.append(CrossAttentionSite(
                         name=f"{prefix}.attentions.{a}.transformer_blocks.{t}.attn2.processor",
                         stream="t5" if position >= _T5_FROM_INDEX else "gpt2",
-                        key_dim=attn.to_k.in_features, heads=attn.heads, place=place, downsampling=2 ** level))
+                        key_dim=attn.to_k.in_features, heads=attn.heads, place=place, downsampling=downsampling))
         return sites

@@ -123,3 +123,19 @@ def tokenize_checked(tokenizer: Any, prompts: list[str], padding: Any, stream: s
             raise PAEInputError("prompt", f"'{prompt[:60]}...' is {length} tokens long but the {stream} text "
                                 f"encoder takes at most {limit}; shorten the prompt.")
     return tokenizer(prompts, padding=padding, max_length=limit, truncation=True, return_tensors="pt")
+
+
+def unet_attention_blocks(unet: torch.nn.Module) -> list[tuple[str, str, int, torch.nn.Module]]:
+    """(processor-name prefix, place, downsampling, block) for every block of a diffusers UNet that has attentions."""
+    blocks = [("down", i, b) for i, b in enumerate(unet.down_blocks)]
+    blocks += [("mid", 0, unet.mid_block)]
+    blocks += [("up", i, b) for i, b in enumerate(unet.up_blocks)]
+    depth = len(unet.down_blocks)
+    found = []
+    for place, index, block in blocks:
+        if getattr(block, "attentions", None) is None:
+            continue
+        prefix = "mid_block" if place == "mid" else f"{place}_blocks.{index}"
+        level = {"down": index, "mid": depth - 1, "up": depth - 1 - index}[place]
+        found.append((prefix, place, 2 ** level, block))
+    return found

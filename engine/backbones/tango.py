@@ -11,7 +11,7 @@ from typing import Any, Callable
 import torch
 
 from ..errors import PAEInputError
-from .base import CrossAttentionSite, TextConditioning, tokenize_checked
+from .base import CrossAttentionSite, TextConditioning, tokenize_checked, unet_attention_blocks
 from .mel_vae import MelVAEBackbone
 
 # Tango's training clips had the mean removed and were peak-normalised to 0.5 (tools/torch_tools.py of the reference).
@@ -413,25 +413,16 @@ class TangoMelFrontEnd:
 # ============================================================================================ backbone
 def cross_attention_sites_of(unet: torch.nn.Module) -> list[CrossAttentionSite]:
     """Every true cross-attention layer of a diffusers UNet2DConditionModel, all fed by the T5 stream."""
-    blocks = [("down", i, b) for i, b in enumerate(unet.down_blocks)]
-    blocks += [("mid", 0, unet.mid_block)]
-    blocks += [("up", i, b) for i, b in enumerate(unet.up_blocks)]
-    depth = len(unet.down_blocks)
     sites = []
-    for place, index, block in blocks:
-        attentions = getattr(block, "attentions", None)
-        if attentions is None:
-            continue
-        prefix = "mid_block" if place == "mid" else f"{place}_blocks.{index}"
-        level = {"down": index, "mid": depth - 1, "up": depth - 1 - index}[place]
-        for a, transformer in enumerate(attentions):
+    for prefix, place, downsampling, block in unet_attention_blocks(unet):
+        for a, transformer in enumerate(block.attentions):
             for t, layer in enumerate(getattr(transformer, "transformer_blocks", [])):
                 attn = getattr(layer, "attn2", None)
                 if attn is None or not attn.is_cross_attention:
                     continue
                 sites.append(CrossAttentionSite(
                     name=f"{prefix}.attentions.{a}.transformer_blocks.{t}.attn2.processor", stream="t5",
-                    key_dim=attn.to_k.in_features, heads=attn.heads, place=place, downsampling=2 ** level))
+                    key_dim=attn.to_k.in_features, heads=attn.heads, place=place, downsampling=downsampling))
     return sites
 
 
