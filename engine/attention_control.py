@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .alignment import TokenMapping
+from .attention_processors import close_attention, open_attention, processors_installed, project_keys
 from .attention_edit import AttentionEdit
 from .backbones.base import CrossAttentionSite
 from .fusion import FusionSchedule
@@ -184,61 +185,22 @@ class EditProcessor:
     def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None, *args: Any,
                  **kwargs: Any) -> torch.Tensor:
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            batch, channel, height, width = hidden_states.shape
-            hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
-        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        batch, key_length, _ = context.shape
-        if attention_mask is not None:
-            attention_mask = attn.prepare_attention_mask(attention_mask, key_length, batch)
-            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        query = attn.to_q(hidden_states)
-        if encoder_hidden_states is None:
-            context = hidden_states
-        elif attn.norm_cross:
-            context = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        key, value = attn.to_k(context), attn.to_v(context)
-        head_dim = key.shape[-1] // attn.heads
-        query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-        key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-        value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
-        out = self.controller.attend(self.site, query, key, value, attention_mask)
-        out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
-        out = attn.to_out[1](attn.to_out[0](out))
-        if input_ndim == 4:
-            out = out.transpose(-1, -2).reshape(batch, channel, height, width)
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
+        call = open_attention(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        key, value = project_keys(attn, call, call.context)
+        out = self.controller.attend(self.site, call.query, key, value, call.mask)
+        return close_attention(attn, out, call)
 
 
 @contextlib.contextmanager
 def attention_control(denoiser: torch.nn.Module, sites: list[CrossAttentionSite],
                       controller: AttentionController) -> Iterator[None]:
     """Install the controller's processors on every cross- and self-attention layer; restore the originals after."""
-    originals = dict(denoiser.attn_processors)
     by_name = {site.name: site for site in sites}
     patched = {}
-    for name, processor in originals.items():
-        module = denoiser.get_submodule(name.rsplit(".processor", 1)[0])
+    for name in denoiser.attn_processors:
         if name in by_name:
             patched[name] = EditProcessor(controller, by_name[name])
-        elif not getattr(module, "is_cross_attention", False):
+        elif not getattr(denoiser.get_submodule(name.rsplit(".processor", 1)[0]), "is_cross_attention", False):
             patched[name] = EditProcessor(controller, None)
-        else:
-            patched[name] = processor
-    denoiser.set_attn_processor(patched)
-    try:
+    with processors_installed(denoiser, patched):
         yield
-    finally:
-        denoiser.set_attn_processor(dict(originals))
