@@ -17,7 +17,6 @@ import hashlib
 import math
 import os
 import threading
-import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 
 from . import comfy_bridge as bridge
 from .audio import check_audio, make_audio, resample, to_channels
+from .cache import LoadCache
 from .errors import PAEInputError
 from .files import read_json_dict
 
@@ -40,9 +40,7 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _WINDOWS_PER_FORWARD = 16  # CLAP windows (10 s each for the real models) per audio-tower forward
 _AUDIO_CACHE_SIZE = 512    # audio embeddings a loaded CLAP remembers (a few KB each)
 
-# Weak values, as for the backbones: a CLAP model lives while ComfyUI's cache (or a run) holds it.
-_cache: "weakref.WeakValueDictionary[tuple[str, str, str], ClapScorer]" = weakref.WeakValueDictionary()
-_lock = threading.Lock()
+_cache: "LoadCache[ClapScorer]" = LoadCache()
 
 
 # ------------------------------------------------------------------------------------------- folders
@@ -221,10 +219,8 @@ def load_clap(name: str, dtype_name: str = "auto") -> ClapScorer:
     device = bridge.torch_device()
     dtype = bridge.choose_dtype(dtype_name, device)
     key = (os.path.realpath(folder), str(dtype), str(device))
-    with _lock:
-        cached = _cache.get(key)
-        if cached is not None:
-            return cached
+
+    def load() -> ClapScorer:
         try:
             from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
 
@@ -237,14 +233,14 @@ def load_clap(name: str, dtype_name: str = "auto") -> ClapScorer:
                                 f"{DOWNLOAD_HINT}.") from None
         scorer = ClapScorer(model, feature_extractor, tokenizer, folder.name, folder)
         scorer.managed = bridge.ManagedModel({"clap": model}, device, f"clap:{folder.name}")
-        _cache[key] = scorer
         return scorer
+
+    return _cache.get_or_load(key, load)
 
 
 def clear_cache() -> None:
     """Forget every loaded CLAP model (tests)."""
-    with _lock:
-        _cache.clear()
+    _cache.clear()
     bridge.free_memory()
 
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import threading
-import weakref
 from pathlib import Path
 from typing import Callable
 
 from . import comfy_bridge as bridge
 from .backbones.base import Backbone
+from .cache import LoadCache
 from .errors import PAEInputError
 from .files import read_json_dict
 
@@ -19,10 +18,7 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 # Components of a diffusers folder that carry weights (the rest are tokenizers, schedulers, feature extractors).
 _NON_WEIGHT_LIBS = ("Tokenizer", "Scheduler", "FeatureExtractor", "Processor")
 
-# Weak values: a model lives while ComfyUI's output cache (or a run) holds it, and is freed with it,
-# so switching models does not pile them up in memory.
-_cache: "weakref.WeakValueDictionary[tuple[str, str, str], Backbone]" = weakref.WeakValueDictionary()
-_lock = threading.Lock()
+_cache: LoadCache[Backbone] = LoadCache()
 
 
 
@@ -146,10 +142,8 @@ def load_backbone(model_name: str, dtype_name: str = "auto") -> Backbone:
     device = bridge.torch_device()
     dtype = bridge.choose_dtype(dtype_name, device)
     key = (os.path.realpath(folder), str(dtype), str(device))
-    with _lock:
-        cached = _cache.get(key)
-        if cached is not None:
-            return cached
+
+    def load() -> Backbone:
         try:
             backbone = _LOADERS[family](folder, dtype, device)
         except PAEInputError:
@@ -158,12 +152,12 @@ def load_backbone(model_name: str, dtype_name: str = "auto") -> Backbone:
             raise PAEInputError("model_name", f"could not load '{model_name}' ({exc.__class__.__name__}: "
                                 f"{str(exc)[:300]}); the folder may be damaged or from another version.") from None
         backbone.managed = bridge.ManagedModel(backbone.modules, device, f"{family}:{folder.name}")
-        _cache[key] = backbone
         return backbone
+
+    return _cache.get_or_load(key, load)
 
 
 def clear_cache() -> None:
     """Forget every loaded model (tests; ComfyUI frees memory through its own model management)."""
-    with _lock:
-        _cache.clear()
+    _cache.clear()
     bridge.free_memory()

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..checkpoints import build_and_load, key_report, read_checkpoint, tensor_dict
 from ..errors import PAEInputError
 from .base import CrossAttentionSite, TextConditioning, tokenize_checked, unet_attention_blocks
 from .mel_vae import MelVAEBackbone
@@ -308,61 +309,22 @@ def make_tango_scheduler() -> Any:
 
 
 # ============================================================================================ weights
+_DOWNLOAD_AGAIN = "download it again from Hugging Face declare-lab/tango or declare-lab/tango2"
+
+
 def read_weights(path: Path, folder: Path) -> dict[str, torch.Tensor]:
-    """A torch pickle of tensors, read weights-only (memory-mapped where the file format allows)."""
-    if not path.is_file():
-        raise PAEInputError("model_name", f"'{folder.name}' has no {path.name}; download the whole release "
-                            "(Hugging Face declare-lab/tango or declare-lab/tango2) into it.")
-    try:
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # files from before torch's zip format cannot be memory-mapped
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - unpickling failures come in many types; all mean the same here
-        raise PAEInputError("model_name", f"'{folder.name}/{path.name}' could not be read as a weights-only torch "
-                            f"pickle ({exc.__class__.__name__}: {str(exc)[:200]}); download it again.") from None
-    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise PAEInputError("model_name", f"'{folder.name}/{path.name}' is not a state dict of tensors; "
-                            "download it again.")
-    return data
-
-
-def _key_list(keys: list[str], prefix: str) -> str:
-    shown = ", ".join(prefix + k for k in keys[:4])
-    return shown + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+    """A torch pickle of tensors from the release, read weights-only."""
+    label = f"'{folder.name}/{path.name}'"
+    data = read_checkpoint(path, "model_name", f"the Tango file {label}", _DOWNLOAD_AGAIN)
+    return tensor_dict(data, "model_name", label, _DOWNLOAD_AGAIN)
 
 
 def load_strict(factory: Callable[[], torch.nn.Module], state: dict[str, torch.Tensor], *, what: str, source: str,
                 prefix: str = "") -> torch.nn.Module:
     """Build a module without allocating weights, then take every weight from state: no key missing or left over."""
-    try:
-        with torch.device("meta"):
-            module = factory()
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        raise PAEInputError("model_name", f"{what} could not be built for {source} ({exc.__class__.__name__}: "
-                            f"{str(exc)[:200]}); check the config files in the model folder.") from None
-    expected = set(module.state_dict())
-    missing = sorted(expected - set(state))
-    unexpected = sorted(set(state) - expected)
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing ({_key_list(missing, prefix)})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected ({_key_list(unexpected, prefix)})")
-        raise PAEInputError("model_name", f"{source} does not fit {what}: {'; '.join(parts)}. It is not a complete "
-                            "Tango / Tango 2 release (another model, or a damaged download); download it again from "
-                            "Hugging Face declare-lab/tango or declare-lab/tango2.")
-    try:
-        module.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as exc:
-        detail = " ".join(str(exc).split())[:300]
-        raise PAEInputError("model_name", f"{source} has weights of the wrong shape for {what} ({detail}); its "
-                            "config and weights do not belong together.") from None
-    left = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
-    if left:
-        raise RuntimeError(f"{what}: {', '.join(left[:4])} were not loaded")
-    return module.eval()
+    return build_and_load(factory, state, what=what, source=source, prefix=prefix, input_name="model_name",
+                          fix=f"it is not a complete Tango / Tango 2 release (another model, or a damaged download); "
+                          f"{_DOWNLOAD_AGAIN}")
 
 
 def load_tokenizer(folder: Path) -> Any:
@@ -534,7 +496,7 @@ def load_tango_backbone(folder: Path, dtype: torch.dtype, device: torch.device) 
             stray.append(key)
     if stray:
         raise PAEInputError("model_name", f"'{folder.name}/{MAIN_WEIGHTS}' has weights outside the UNet and the text "
-                            f"encoder ({_key_list(sorted(stray), '')}); it is not a Tango / Tango 2 release.")
+                            f"encoder ({key_report([], stray)}); it is not a Tango / Tango 2 release.")
     te = parts["text_encoder"]
     # The input embedding is shared: accept a file that stores it under only one of its two names.
     for one, other in (("shared.weight", "encoder.embed_tokens.weight"),

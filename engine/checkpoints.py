@@ -1,0 +1,97 @@
+"""Reading released weight files safely: torch pickles weights-only, safetensors; clear errors for anything else."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+
+from .errors import PAEInputError
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+
+
+def read_checkpoint(path: Path, input_name: str, label: str, fix: str, *, allowed_classes: Iterable[type] = ()) -> Any:
+    """A weights file's contents: safetensors, or a torch pickle unpickled weights-only (memory-mapped if possible).
+
+    `allowed_classes` are plain data classes a released pickle is known to carry besides tensors (e.g. a training
+    script's argparse.Namespace); nothing else that could run code on unpickling is accepted.
+    """
+    if not path.is_file():
+        raise PAEInputError(input_name, f"{label} '{path.name}' does not exist; {fix}.")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        except Exception as exc:  # noqa: BLE001 - a damaged file fails in the Rust reader with its own types
+            raise PAEInputError(input_name, f"{label} '{path.name}' is not a readable safetensors file "
+                                f"({exc.__class__.__name__}: {str(exc)[:200]}); {fix}.") from None
+    try:
+        with torch.serialization.safe_globals(list(allowed_classes)):
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:
+                if "mmap" not in str(exc) and "zip" not in str(exc):
+                    raise
+                return torch.load(path, map_location="cpu", weights_only=True)  # legacy format: no mmap
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Weights only load failed" in text or "Unsupported" in text:
+            found = next((line.strip() for line in text.splitlines() if "Unsupported" in line), text[:160])
+            raise PAEInputError(input_name, f"{label} '{path.name}' holds Python objects besides tensors ({found[:200]}); "
+                                "the pack only reads weights (torch.load weights_only) so that a file cannot run code "
+                                f"when loaded; {fix}.") from None
+        raise PAEInputError(input_name, f"{label} '{path.name}' is not a torch checkpoint ({text[:200]}); {fix}.") from None
+    except Exception as exc:  # noqa: BLE001 - truncated or foreign files fail in many ways; all mean the same here
+        raise PAEInputError(input_name, f"{label} '{path.name}' is not a torch checkpoint ({exc.__class__.__name__}: "
+                            f"{str(exc)[:200]}); {fix}.") from None
+
+
+def tensor_dict(data: Any, input_name: str, label: str, fix: str) -> dict[str, torch.Tensor]:
+    """Check a checkpoint's contents are a flat {name: tensor} state dict."""
+    if not isinstance(data, dict) or not data:
+        raise PAEInputError(input_name, f"{label} holds {type(data).__name__}, not a state dict of tensors; {fix}.")
+    wrong = [str(k) for k, v in data.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if wrong:
+        raise PAEInputError(input_name, f"{label} is not a flat state dict of tensors (entries such as "
+                            f"{', '.join(wrong[:3])} are not tensors); {fix}.")
+    return data
+
+
+def key_report(missing: list[str], unexpected: list[str], limit: int = 6) -> str:
+    """'missing: a, b (+3 more); unexpected: c' for an error message."""
+    parts = []
+    for title, keys in (("missing", missing), ("unexpected", unexpected)):
+        if keys:
+            more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+            parts.append(f"{len(keys)} {title}: {', '.join(sorted(keys)[:limit])}{more}")
+    return "; ".join(parts)
+
+
+def build_and_load(factory: Callable[[], torch.nn.Module], state: dict[str, torch.Tensor], *, what: str, source: str,
+                   fix: str, input_name: str, prefix: str = "") -> torch.nn.Module:
+    """Build a module without allocating weights, then take every weight from state: no key missing or left over."""
+    try:
+        with torch.device("meta"):
+            module = factory()
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise PAEInputError(input_name, f"{what} could not be built for {source} ({exc.__class__.__name__}: "
+                            f"{str(exc)[:200]}); {fix}.") from None
+    expected = set(module.state_dict())
+    missing = [prefix + k for k in expected - set(state)]
+    unexpected = [prefix + k for k in set(state) - expected]
+    if missing or unexpected:
+        raise PAEInputError(input_name, f"{source} does not fit {what}: {key_report(missing, unexpected)}; {fix}.")
+    try:
+        module.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise PAEInputError(input_name, f"{source} has weights of the wrong shape for {what} ({detail}); "
+                            f"{fix}.") from None
+    left = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
+    if left:
+        raise RuntimeError(f"{what}: {', '.join(left[:4])} were not loaded")
+    return module.eval()
