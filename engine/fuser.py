@@ -59,6 +59,7 @@ def parse_guidance_scales(text: str) -> list[float]:
 
 
 def _check_inversion(backbone: Backbone, inversion: Any) -> Inversion:
+    backbone.require_text_only("the PPAE edit")
     if not isinstance(inversion, Inversion):
         raise PAEInputError("inversion", "expected the output of DDIM/DDPM Invert.")
     if inversion.family != backbone.family or inversion.model != backbone.name:

@@ -1,11 +1,13 @@
 """The pack's ComfyUI nodes, collected into the mappings ComfyUI reads."""
 
+from .ap_adapter_nodes import APAdapterApply, APAdapterTask, LoadAPAdapter
 from .audio_nodes import LoadAudio, SaveAudio
 from .clap_nodes import CLAPSelect, LoadCLAP
 from .model_nodes import LoadModel, VAEDecode, VAEEncode
 from .ppae_nodes import AttentionController, DDIMInvert, Fuser
+from .sampling_nodes import Sample
 
 NODE_CLASSES = (LoadAudio, SaveAudio, LoadModel, VAEEncode, VAEDecode, DDIMInvert, AttentionController, Fuser,
-                LoadCLAP, CLAPSelect)
+                LoadCLAP, CLAPSelect, Sample, LoadAPAdapter, APAdapterTask, APAdapterApply)
 NODE_CLASS_MAPPINGS = {cls.NODE_ID: cls for cls in NODE_CLASSES}
 NODE_DISPLAY_NAME_MAPPINGS = {cls.NODE_ID: cls.DISPLAY_NAME for cls in NODE_CLASSES}

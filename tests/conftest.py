@@ -14,11 +14,14 @@ from prompt_audio_edit.engine import models as model_registry
 TINY_MODEL = "diffusers/tiny-audioldm2"
 TINY_V_MODEL = "diffusers/tiny-audioldm2-v"  # the same weights with a v-prediction scheduler
 TINY_TANGO = "tango/tiny-tango"  # released Tango file layout, v-prediction
+TINY_AP_ADAPTER = "pytorch_model.bin"  # released AP-Adapter name and layout, fitting TINY_MODEL
+TINY_AUDIOMAE = "pretrained.pth"       # released AudioMAE checkpoint layout (encoder + decoder + training state)
 
 
 @pytest.fixture(scope="session")
 def tiny_models_root(tmp_path_factory) -> Path:
-    """A models folder with a tiny AudioLDM2 (-large layout; ε and v copies) and a tiny Tango, built once per session."""
+    """A models folder with a tiny AudioLDM2 (-large layout; ε and v copies), a tiny Tango, and an AP-Adapter and
+    AudioMAE fitting the AudioLDM2, built once per session."""
     from prompt_audio_edit.engine.demo_models import build_tiny_audioldm2
 
     import json
@@ -34,6 +37,10 @@ def tiny_models_root(tmp_path_factory) -> Path:
     from prompt_audio_edit.engine.demo_tango import build_tiny_tango
 
     build_tiny_tango(root / "tango" / "tiny-tango", seed=0)
+    from prompt_audio_edit.engine.demo_ap_adapter import build_tiny_ap_adapter, build_tiny_audiomae
+
+    build_tiny_ap_adapter(root / "ap_adapter" / TINY_AP_ADAPTER, folder, seed=0)
+    build_tiny_audiomae(root / "audio_encoders" / TINY_AUDIOMAE, seed=0)
     return root
 
 

@@ -78,6 +78,14 @@ class Backbone(ABC):
     text_streams: tuple[str, ...]
     word_stream: str           # the stream whose tokens are words (for word-level edits)
     managed: Any = None        # set by the loader: moves weights to the compute device on demand
+    audio_prompt: Any = None   # set on a copy by the AP-Adapter (engine.ap_adapter.AudioPrompt)
+
+    def require_text_only(self, purpose: str) -> None:
+        """Refuse a model carrying an AP-Adapter audio prompt where a method would silently ignore it."""
+        if self.audio_prompt is not None:
+            raise PAEInputError("model", f"this model carries an AP-Adapter audio prompt, which {purpose} cannot use; "
+                                "connect the model from Load Audio Model directly (the audio prompt works with "
+                                "Sample Audio).")
 
     def activate(self) -> None:
         """Bring the weights to the compute device; samplers call it once per run, before predict()."""
@@ -99,6 +107,10 @@ class Backbone(ABC):
     @abstractmethod
     def predict(self, latents: torch.Tensor, timestep: torch.Tensor | int, conditioning: TextConditioning) -> torch.Tensor:
         """The denoiser's output (noise or v, see prediction_type) for latents at a timestep."""
+
+    def latent_shape(self, num_samples: int) -> tuple[int, ...]:
+        """Shape [C, ...] of one clip's latent for a clip of num_samples at the model's rate."""
+        raise NotImplementedError(f"{self.family} cannot start from an empty latent")
 
     @abstractmethod
     def cross_attention_sites(self) -> list[CrossAttentionSite]:

@@ -43,6 +43,15 @@ class MelVAEBackbone(Backbone):
                                 f"{self.max_duration_s:g} s (it was trained on 10.24 s clips); trim it with the "
                                 "start/duration inputs of Load Audio.")
 
+    def padded_length(self, num_samples: int) -> int:
+        """Samples after padding to whole VAE cells (hop x vae_factor); decoding trims back."""
+        cell = self.hop * self.vae_factor
+        return math.ceil(max(num_samples, 1) / cell) * cell
+
+    def latent_shape(self, num_samples: int) -> tuple[int, ...]:
+        frames = self.mel(torch.zeros(1, self.padded_length(num_samples))).shape[1]
+        return (self.latent_channels, frames // self.vae_factor, self.n_mels // self.vae_factor)
+
     @torch.no_grad()
     def encode_audio(self, waveform: torch.Tensor, sample_rate: int) -> dict[str, Any]:
         batch, source_channels, source_len = waveform.shape
@@ -52,10 +61,7 @@ class MelVAEBackbone(Backbone):
         num_samples = mono.shape[-1]
         mono = mono - mono.mean(dim=-1, keepdim=True)
         mono, gain = peak_normalise(mono[:, None], _TRAINING_PEAK)
-        # Pad to whole VAE cells (hop * vae_factor samples); decode trims back to num_samples.
-        cell = self.hop * self.vae_factor
-        padded = math.ceil(max(num_samples, 1) / cell) * cell
-        mono = torch.nn.functional.pad(mono[:, 0], (0, padded - num_samples))
+        mono = torch.nn.functional.pad(mono[:, 0], (0, self.padded_length(num_samples) - num_samples))
         mel = self.mel(mono.to(self.device))  # [B, frames, n_mels]
         posterior = self.vae.encode(mel[:, None].to(self.vae.dtype)).latent_dist
         samples = posterior.mode() * self.scaling_factor  # the mode: encoding is deterministic
