@@ -145,10 +145,18 @@ def ui_to_api(ui: dict) -> dict:
         declared = cls.INPUT_TYPES()
         specs = {**declared.get("required", {}), **declared.get("optional", {})}
         linked = {slot["name"]: links[slot["link"]] for slot in node.get("inputs", []) if slot.get("link")}
-        widgets = [name for name, spec in specs.items()
-                   if name not in linked and spec[0] != "AUDIO_UI" and
-                   (isinstance(spec[0], list) or spec[0] in ("INT", "FLOAT", "STRING", "BOOLEAN"))]
-        inputs = dict(zip(widgets, node.get("widgets_values") or []))
+        # Every widget keeps a value in widgets_values, linked or not; a seed widget is followed by the frontend's
+        # "control after generate" value unless the node turns that off.
+        values = iter(node.get("widgets_values") or [])
+        inputs = {}
+        for name, spec in specs.items():
+            if spec[0] == "AUDIO_UI" or not (isinstance(spec[0], list) or spec[0] in ("INT", "FLOAT", "STRING",
+                                                                                      "BOOLEAN")):
+                continue
+            inputs[name] = next(values)
+            options = spec[1] if len(spec) > 1 else {}
+            if spec[0] == "INT" and options.get("control_after_generate", name in ("seed", "noise_seed")):
+                next(values)
         inputs.update({name: [str(link[1]), link[2]] for name, link in linked.items()})
         graph[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
     return graph
