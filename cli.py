@@ -77,6 +77,34 @@ def _stand_in_model(node_id: str, class_type: str, model_name: str, root: Path) 
         return f"model '{model_name}' (node {node_id}) -> tiny untrained AudioLDM2 at {folder}"
 
 
+def _stand_in_ap_adapter(node_id: str, inputs: dict[str, Any], model_folder: Path | None, root: Path) -> list[str]:
+    """Build a tiny adapter (fitting the workflow's model) and a tiny AudioMAE where the loader names missing files."""
+    from .engine.audiomae import find_weight_file
+    from .engine.demo_ap_adapter import build_tiny_ap_adapter, build_tiny_audiomae
+    from .engine.errors import PAEInputError
+
+    notes = []
+    for kind, key, build in (("ap_adapter", "adapter_name", None), ("audio_encoders", "audio_encoder",
+                                                                      build_tiny_audiomae)):
+        name = inputs.get(key)
+        if not isinstance(name, str):
+            continue
+        try:
+            find_weight_file(kind, name, key, "")
+            continue
+        except PAEInputError:
+            path = root / "models" / kind / name
+        if not path.is_file():
+            if build is None:
+                if model_folder is None:
+                    continue  # no AudioLDM2 in the workflow to fit an adapter to: the node reports the missing file
+                build_tiny_ap_adapter(path, model_folder)
+            else:
+                build(path)
+        notes.append(f"{kind} '{name}' (node {node_id}) -> tiny untrained stand-in at {path}")
+    return notes
+
+
 def _prepare_demo(workflow: dict[str, Any]) -> list[str]:
     """Build tiny models and a test clip for whatever the workflow names that is missing; say what was stood in."""
     from .engine.demo_models import write_demo_clip
@@ -84,6 +112,7 @@ def _prepare_demo(workflow: dict[str, Any]) -> list[str]:
 
     stood_in = []
     root = _demo_root()
+    model_folder = None
     for node_id, node in workflow.items():
         inputs = node.get("inputs", {})
         class_type = node.get("class_type")
@@ -92,6 +121,14 @@ def _prepare_demo(workflow: dict[str, Any]) -> list[str]:
             if note:
                 bridge.add_model_root(root / "models")
                 stood_in.append(note)
+            if class_type == "PAE_LoadModel" and model_folder is None:
+                from .engine.models import find_model_folder
+
+                try:
+                    folder = find_model_folder(inputs["model_name"])
+                    model_folder = folder if (folder / "unet").is_dir() else None  # AudioLDM2 (diffusers) only
+                except PAEInputError:
+                    pass
         if class_type == "PAE_LoadAudio" and isinstance(inputs.get("audio"), str):
             try:
                 exists = bridge.resolve_input_file(inputs["audio"]).is_file()
@@ -102,6 +139,12 @@ def _prepare_demo(workflow: dict[str, Any]) -> list[str]:
                 write_demo_clip(clip)
                 bridge.set_directories(input=str(root / "input"))
                 stood_in.append(f"input '{inputs['audio']}' (node {node_id}) -> synthetic test clip at {clip}")
+    for node_id, node in workflow.items():
+        if node.get("class_type") == "PAE_LoadAPAdapter":
+            notes = _stand_in_ap_adapter(node_id, node.get("inputs", {}), model_folder, root)
+            if notes:
+                bridge.add_model_root(root / "models")
+                stood_in.extend(notes)
     return stood_in
 
 

@@ -36,3 +36,17 @@ def test_ap_adapter_workflow_runs_in_process(tiny_dirs, name, task):
     (saved,) = results["8"].ui["audio"]
     audio = read_audio(tiny_dirs["output"] / saved["subfolder"] / saved["filename"])
     assert audio["sample_rate"] == 16000 and tuple(audio["waveform"].shape) == (1, 1, 16000)
+
+
+def test_cli_demo_stands_in_a_fitting_adapter_and_audiomae(tmp_path, monkeypatch, capsys):
+    from prompt_audio_edit.cli import main as pae
+
+    monkeypatch.setenv("PAE_DEMO_DIR", str(tmp_path / "demo"))
+    code = pae(["run", str(WORKFLOWS / "ap_timbre_transfer_api.json"), "--demo", "--set", "1.duration=1.0",
+                "--set", "6.steps=2", "--set", "6.seconds=1.0", "--models", str(tmp_path / "models"),
+                "--input-dir", str(tmp_path / "input"), "--out", str(tmp_path / "out")])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "ap_adapter 'pytorch_model.bin'" in printed.err and "audio_encoders 'pretrained.pth'" in printed.err
+    saved = Path(printed.out.strip().splitlines()[-1])
+    assert read_audio(saved)["waveform"].shape[-1] == 16000
