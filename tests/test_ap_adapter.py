@@ -198,6 +198,26 @@ def test_processors_are_restored_after_an_error_mid_run(adapter, tiny_backbone, 
     assert all(tiny_backbone.denoiser.attn_processors[n] is p for n, p in originals.items())
 
 
+def test_sampling_stops_within_one_step_when_interrupted(adapter, tiny_backbone, monkeypatch):
+    from prompt_audio_edit.engine import comfy_bridge as bridge
+
+    adapted = ap.apply_ap_adapter(tiny_backbone, adapter, clip(1.0), scale=0.5, pooling=4)
+    calls = []
+    original = type(tiny_backbone).predict
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            bridge.request_interrupt()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(tiny_backbone), "predict", counting)
+    with pytest.raises(bridge.Interrupted):
+        generate(adapted, steps=5)
+    assert len(calls) == 2  # the step that saw the request finished (one batched call per step), no further step ran
+    assert not any(type(p).__name__ == "AudioPromptProcessor" for p in tiny_backbone.denoiser.attn_processors.values())
+
+
 def test_decoupled_attention_is_text_plus_scale_times_audio(adapter, tiny_backbone):
     """One adapted layer, checked against the formula with the layer's and the adapter's weights."""
     sites = ap.bind_adapter(adapter.weights, tiny_backbone)
