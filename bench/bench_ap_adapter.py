@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_ppae import real_size_unet  # noqa: E402
+from common import median_time, peak_mib, run_each_in_process  # noqa: E402
 
 CONFIGS = ("apply_cached", "apply_rebuild", "sample_plain", "sample_adapter_w2", "sample_adapter_w1")
 
@@ -51,8 +49,6 @@ def _clip(seconds: float, index: int) -> dict:
 
 
 def _run(config: str, args: dict, queue) -> None:
-    import resource
-
     from prompt_audio_edit.engine import comfy_bridge as bridge
     from prompt_audio_edit.engine import models
     from prompt_audio_edit.engine.ap_adapter import apply_ap_adapter, load_ap_adapter
@@ -103,16 +99,8 @@ def _run(config: str, args: dict, queue) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(args["repeats"]):
-        started = time.perf_counter()
-        once()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - started)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else \
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put((config, statistics.median(times), peak))
+    seconds = median_time(once, args["repeats"], device)
+    queue.put((config, seconds, peak_mib(device)))
 
 
 def main() -> None:
@@ -131,15 +119,7 @@ def main() -> None:
         (Path(tmp) / "audio_encoders").mkdir()
         (Path(tmp) / "ap_adapter").mkdir()
         _write_real_size_audiomae(Path(tmp) / "audio_encoders" / "pretrained.pth")
-        settings = {**vars(args), "root": tmp}
-        results = {}
-        context = multiprocessing.get_context("spawn")
-        for config in args.only:
-            queue = context.Queue()
-            process = context.Process(target=_run, args=(config, settings, queue))
-            process.start()
-            results[config] = queue.get()[1:]
-            process.join()
+        results = run_each_in_process(_run, args.only, {**vars(args), "root": tmp})
     unit = "MiB peak GPU" if args.device != "cpu" else "MiB peak RSS (process)"
     print(f"AP-Adapter, {args.seconds:g} s clips, device {args.device}, median of {args.repeats} after a warm-up")
     for config, (seconds, peak) in results.items():

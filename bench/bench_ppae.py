@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
-import statistics
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import median_time, peak_mib, run_each_in_process  # noqa: E402
 
 CONFIGS = ("generate", "invert", "edit_1", "edit_5_batched", "edit_5_separate")
 
@@ -38,8 +39,6 @@ def real_size_unet(large: bool):
 
 
 def _run(config: str, args: dict, queue) -> None:
-    import resource
-
     from prompt_audio_edit.engine import comfy_bridge as bridge
     from prompt_audio_edit.engine import models
     from prompt_audio_edit.engine.attention_edit import make_attention_edit
@@ -77,14 +76,8 @@ def _run(config: str, args: dict, queue) -> None:
 
     if backbone.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(args["repeats"]):
-        started = time.perf_counter()
-        once()
-        times.append(time.perf_counter() - started)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if backbone.device.type == "cuda" else \
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put((config, statistics.median(times), peak))
+    seconds = median_time(once, args["repeats"], backbone.device)
+    queue.put((config, seconds, peak_mib(backbone.device)))
 
 
 def main() -> None:
@@ -101,15 +94,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         build_tiny_audioldm2(Path(tmp) / "diffusers" / "bench", layout="large" if args.large else "base")
-        settings = {**vars(args), "root": tmp}
-        results = {}
-        context = multiprocessing.get_context("spawn")
-        for config in CONFIGS:
-            queue = context.Queue()
-            process = context.Process(target=_run, args=(config, settings, queue))
-            process.start()
-            results[config] = queue.get()[1:]
-            process.join()
+        results = run_each_in_process(_run, CONFIGS, {**vars(args), "root": tmp})
     unit = "MiB peak GPU" if args.device != "cpu" else "MiB peak RSS (process)"
     edit_steps = args.steps - round(args.steps * args.edit_start)
     print(f"AudioLDM2{'-large' if args.large else ''}-size UNet, {args.seconds:g} s clip, {args.steps} steps "

@@ -1,0 +1,53 @@
+"""What the benchmarks share: one process per configuration (so each peak is its own), medians, peak memory."""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+
+
+def run_each_in_process(target: Callable, configs: list[str] | tuple[str, ...], settings: dict[str, Any]
+                        ) -> dict[str, tuple[float, float]]:
+    """target(config, settings, queue) in a fresh spawned process per configuration -> {config: (seconds, peak)}."""
+    results = {}
+    context = multiprocessing.get_context("spawn")
+    for config in configs:
+        queue = context.Queue()
+        process = context.Process(target=target, args=(config, settings, queue))
+        process.start()
+        results[config] = queue.get()[1:]
+        process.join()
+    return results
+
+
+def median_time(once: Callable[[], None], repeats: int, device: torch.device) -> float:
+    """Median wall time of `repeats` calls (synchronising the GPU around each)."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        once()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def peak_mib(device: torch.device) -> float:
+    """Peak GPU memory allocated on CUDA, else this process's peak resident set, in MiB."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    try:
+        # VmHWM belongs to this process's own address space. ru_maxrss does not: Linux carries the parent's
+        # high-water mark over fork + exec, so a spawned child would report at least its parent's peak.
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
