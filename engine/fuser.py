@@ -20,7 +20,7 @@ from .alignment import positional_mapping, token_word_spans, word_stream_mapping
 from .attention_control import AttentionController, AttentionRecording, BranchLayout, attention_control
 from .attention_edit import AttentionEdit
 from .audio import colourise
-from .backbones.base import Backbone
+from .backbones.base import Backbone, refuse_audio_prompt
 from .errors import PAEInputError
 from .fusion import FusionSchedule
 from .inversion import Inversion, encode_prompts
@@ -59,7 +59,7 @@ def parse_guidance_scales(text: str) -> list[float]:
 
 
 def _check_inversion(backbone: Backbone, inversion: Any) -> Inversion:
-    backbone.require_text_only("the PPAE edit")
+    refuse_audio_prompt(backbone, "the PPAE edit")
     if not isinstance(inversion, Inversion):
         raise PAEInputError("inversion", "expected the output of DDIM/DDPM Invert.")
     if inversion.family != backbone.family or inversion.model != backbone.name:

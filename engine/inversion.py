@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from . import comfy_bridge as bridge
-from .backbones.base import Backbone, TextConditioning
+from .backbones.base import Backbone, TextConditioning, refuse_audio_prompt
 from .errors import PAEInputError
 from .latent import latent_info
 from .sampling import StepSchedule, ddpm_sigma, guide, make_step_schedule, split_prediction, step_mean
@@ -105,7 +105,7 @@ def invert(backbone: Backbone, latent: dict[str, Any], prompt: str, *, method: s
            guidance: float = 3.0, edit_start: float = 0.5, seed: int = 0) -> Inversion:
     """Invert a LATENT batch with the source prompt; the result feeds any number of edits."""
     info = latent_info(latent, backbone.family, backbone.latent_channels)
-    backbone.require_text_only("inversion")
+    refuse_audio_prompt(backbone, "inversion")
     prompt = " ".join(str(prompt).split())
     if not prompt:
         raise PAEInputError("source_prompt", "describe the clip as it is (e.g. 'a dog barking in the rain'); "

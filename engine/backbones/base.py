@@ -80,13 +80,6 @@ class Backbone(ABC):
     managed: Any = None        # set by the loader: moves weights to the compute device on demand
     audio_prompt: Any = None   # set on a copy by the AP-Adapter (engine.ap_adapter.AudioPrompt)
 
-    def require_text_only(self, purpose: str) -> None:
-        """Refuse a model carrying an AP-Adapter audio prompt where a method would silently ignore it."""
-        if self.audio_prompt is not None:
-            raise PAEInputError("model", f"this model carries an AP-Adapter audio prompt, which {purpose} cannot use; "
-                                "connect the model from Load Audio Model directly (the audio prompt works with "
-                                "Sample Audio).")
-
     def activate(self) -> None:
         """Bring the weights to the compute device; samplers call it once per run, before predict()."""
         if self.managed is not None:
@@ -124,6 +117,14 @@ class Backbone(ABC):
     @abstractmethod
     def denoiser(self) -> torch.nn.Module:
         """The module whose attention processors the sites name."""
+
+
+def refuse_audio_prompt(backbone: Any, purpose: str) -> None:
+    """Refuse a model carrying an AP-Adapter audio prompt where a method would silently ignore it."""
+    if getattr(backbone, "audio_prompt", None) is not None:
+        raise PAEInputError("model", f"this model carries an AP-Adapter audio prompt, which {purpose} cannot use; "
+                            "connect the model from Load Audio Model directly (the audio prompt works with Sample "
+                            "Audio).")
 
 
 def tokenize_checked(tokenizer: Any, prompts: list[str], padding: Any, stream: str) -> Any:
