@@ -16,12 +16,13 @@ TINY_V_MODEL = "diffusers/tiny-audioldm2-v"  # the same weights with a v-predict
 TINY_TANGO = "tango/tiny-tango"  # released Tango file layout, v-prediction
 TINY_AP_ADAPTER = "pytorch_model.bin"  # released AP-Adapter name and layout, fitting TINY_MODEL
 TINY_AUDIOMAE = "pretrained.pth"       # released AudioMAE checkpoint layout (encoder + decoder + training state)
+TINY_MUSICGEN = "tiny-musicgen"        # transformers MusicGen folder: T5, 2-layer decoder, EnCodec with 4 codebooks
 
 
 @pytest.fixture(scope="session")
 def tiny_models_root(tmp_path_factory) -> Path:
     """A models folder with a tiny AudioLDM2 (-large layout; ε and v copies), a tiny Tango, and an AP-Adapter and
-    AudioMAE fitting the AudioLDM2, built once per session."""
+    AudioMAE fitting the AudioLDM2, and a tiny MusicGen, built once per session."""
     from prompt_audio_edit.engine.demo_models import build_tiny_audioldm2
 
     import json
@@ -41,6 +42,9 @@ def tiny_models_root(tmp_path_factory) -> Path:
 
     build_tiny_ap_adapter(root / "ap_adapter" / TINY_AP_ADAPTER, folder, seed=0)
     build_tiny_audiomae(root / "audio_encoders" / TINY_AUDIOMAE, seed=0)
+    from prompt_audio_edit.engine.demo_musicgen import build_tiny_musicgen
+
+    build_tiny_musicgen(root / "musicgen" / TINY_MUSICGEN, seed=0)
     return root
 
 
