@@ -67,3 +67,58 @@ def test_duration_beyond_the_model_is_refused(musicgen, seconds):
     with pytest.raises(PAEInputError) as info:
         musicgen.generate_codes(PROMPTS[:1], seconds, SamplingSettings())
     assert info.value.input_name == "duration" and "30 s" in str(info.value)
+
+
+class Recorder:
+    """A controller that edits nothing and records what each attention call saw."""
+
+    def __init__(self):
+        self.calls = []
+
+    def edit(self, site, probs):
+        self.calls.append((site, probs.detach().clone()))
+        return probs
+
+
+def test_attention_control_installs_and_removes_cleanly(musicgen):
+    from prompt_audio_edit.engine.musicgen_attention import decoder_attention_control
+
+    settings = SamplingSettings(guidance=3.0, top_k=50)
+    before = musicgen.generate_codes(PROMPTS, 0.3, settings, seed=3, noise_groups=[0, 0, 0])
+    implementation = musicgen.model.decoder.config._attn_implementation
+    recorder = Recorder()
+    with decoder_attention_control(musicgen.model, recorder) as sites:
+        inside = musicgen.generate_codes(PROMPTS, 0.3, settings, seed=3, noise_groups=[0, 0, 0])
+        assert musicgen.model.decoder.config._attn_implementation == "pae_controlled"
+    assert musicgen.model.decoder.config._attn_implementation == implementation
+    assert not any(hasattr(m, "_pae_controller") for m in musicgen.model.decoder.modules())
+    assert torch.equal(musicgen.generate_codes(PROMPTS, 0.3, settings, seed=3, noise_groups=[0, 0, 0]), before)
+    assert torch.equal(inside[0], inside[1])  # an identity controller keeps the shared-noise rows identical
+    assert {(s.kind, s.layer) for s in sites} == {(k, i) for k in ("self", "cross") for i in range(2)}
+
+
+def test_attention_function_sees_the_guidance_halves_and_every_layer(musicgen):
+    from prompt_audio_edit.engine.musicgen_attention import decoder_attention_control
+
+    prompts = ["jazz piano solo", "pop song with drums and bass"]
+    recorder = Recorder()
+    with decoder_attention_control(musicgen.model, recorder):
+        musicgen.generate_codes(prompts, 0.1, SamplingSettings(guidance=3.0), seed=0)
+    steps = 5 + 4 - 1
+    assert len(recorder.calls) == steps * 4  # 2 layers x (self, cross) per frame step
+    order = [(s.layer, s.kind) for s, _ in recorder.calls[:4]]
+    assert order == [(0, "self"), (0, "cross"), (1, "self"), (1, "cross")]
+    for index, (site, probs) in enumerate(recorder.calls):
+        step = index // 4
+        # The K codebooks of a row share one sequence; rows are the conditional prompts, then the unconditional.
+        assert probs.shape[:3] == (2 * len(prompts), site.heads, 1)
+        if site.kind == "self":
+            assert probs.shape[-1] == step + 1  # keys grow with the cache
+        else:
+            keys = probs.shape[-1]
+            assert keys == 7  # the longer prompt's tokens: ▁pop ▁song ▁with ▁drums ▁and ▁bass </s>
+    cross = [p for s, p in recorder.calls if s.kind == "cross"][0]
+    # Conditional rows first: the short prompt's padded keys get no attention; unconditional rows are fully masked
+    # (uniform over all keys).
+    assert torch.all(cross[0, :, :, 4:] == 0) and cross[0, :, :, :4].sum(-1).allclose(torch.ones(1))
+    assert torch.allclose(cross[2:], torch.full_like(cross[2:], 1 / 7))
