@@ -22,6 +22,7 @@ import torch
 
 from .alignment import align_tokens, reweight_factors, token_word_spans
 from .attention_edit import AttentionEdit, find_phrase, prompt_words
+from .audio import check_audio
 from .errors import PAEInputError
 from .musicgen import MusicGen, SamplingSettings
 from .musicgen_attention import DecoderAttentionSite, decoder_attention_control
@@ -44,10 +45,10 @@ class EditGenSettings:
 
 @dataclass
 class EditRecording:
-    """Cross-attention maps of the target's conditional row, summed over steps, for the per-word preview."""
+    """The target's cross-attention per step (mean over layers and heads) for the per-word preview; optionally
+    every edited map before and after (tests)."""
 
-    sum: torch.Tensor | None = None
-    count: int = 0
+    per_step: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> [keys], summed over the layers
     changes: list[tuple[DecoderAttentionSite, torch.Tensor, torch.Tensor]] = field(default_factory=list)
     keep_changes: bool = False
 
@@ -116,9 +117,9 @@ class EditGenController:
         if self.settings.layers is not None and site.layer not in self.settings.layers:
             return probs
         if site.kind == "cross" and self.targets:
-            row = probs[self.targets[0]].float().mean(dim=(0, 1))
-            self.recording.sum = row if self.recording.sum is None else self.recording.sum + row
-            self.recording.count += 1
+            row = probs[self.targets[0]].float().mean(dim=(0, 1)).cpu()
+            previous = self.recording.per_step.get(self.step)
+            self.recording.per_step[self.step] = row if previous is None else previous + row
         window = self.spec.self_window if site.kind == "self" else self.spec.cross_window
         if not self.targets or not self._active(window):
             return probs
@@ -184,9 +185,13 @@ def parse_indices(text: str, input_name: str) -> frozenset[int] | None:
 
 
 def edit_music(musicgen: MusicGen, edit: Any, settings: EditGenSettings, *, seconds: float,
-               sampling: SamplingSettings, seed: int = 0, record_changes: bool = False
-               ) -> tuple[torch.Tensor, EditGenController]:
-    """Generate the source and the edited target together; codes [2, K, frames] and the controller (its maps)."""
+               sampling: SamplingSettings, seed: int = 0, record_changes: bool = False,
+               recording: torch.Tensor | None = None) -> tuple[torch.Tensor, EditGenController]:
+    """Generate the source and the edited target together; codes [2, K, frames] and the controller (its maps).
+
+    With `recording` (EnCodec tokens [1, K, frames] of a real clip) the source row is teacher-forced on it under the
+    source prompt instead of sampled, so the target is edited against the recording's attention.
+    """
     if not isinstance(edit, AttentionEdit):
         raise PAEInputError("attention_edit", "expected the output of Attention Controller.")
     if not edit.source_prompt:
@@ -207,5 +212,50 @@ def edit_music(musicgen: MusicGen, edit: Any, settings: EditGenSettings, *, seco
     controller.recording.keep_changes = record_changes
     with decoder_attention_control(musicgen.model, controller):
         codes = musicgen.generate_codes(prompts, seconds, sampling, seed, noise_groups=[0, 0],
-                                        on_step=controller.begin_step)
+                                        on_step=controller.begin_step, forced=recording)
     return codes, controller
+
+
+def word_attention_images(controller: EditGenController, target_tokens: list[str], target_prompt: str,
+                          ) -> torch.Tensor:
+    """Per-word cross-attention of the target over time as an IMAGE batch [words, 48, min(steps x 4, 1024), 3]."""
+    from .audio import colourise
+
+    per_step = controller.recording.per_step
+    if not per_step:
+        return torch.zeros(1, 48, 64, 3)
+    steps = torch.stack([per_step[i] for i in sorted(per_step)])  # [steps, keys]
+    images = []
+    for _, positions in token_word_spans(target_tokens, target_prompt):
+        curve = steps[:, positions].sum(dim=-1)
+        curve = curve / curve.max().clamp_min(1e-12)
+        width = min(curve.numel() * 4, 1024)  # long runs are averaged down to 1024 columns
+        strip = torch.nn.functional.interpolate(curve[None, None], size=width, mode="linear" if width < curve.numel()
+                                                else "nearest")[0, 0]
+        images.append(colourise(strip[None].expand(48, -1)))
+    return torch.stack(images)
+
+
+def musicgen_edit(musicgen: Any, edit: Any, *, seed: int = 0, duration: float = 10.0, guidance: float = 3.0,
+                  top_k: int = 250, top_p: float = 0.0, temperature: float = 1.0, blend: float = 1.0,
+                  reweight_form: str = "scale", depth_blend: bool = True, offset: float = 0.0, layers: str = "all",
+                  heads: str = "all", source_audio: dict[str, Any] | None = None) -> tuple[dict[str, Any], torch.Tensor]:
+    """The MusicGen Edit node: [source, edited] per clip as an AUDIO batch, and the (first) target's per-word maps."""
+    if not isinstance(musicgen, MusicGen):
+        raise PAEInputError("musicgen", "expected the output of Load MusicGen.")
+    settings = EditGenSettings(blend=float(blend), reweight_form=reweight_form, depth_blend=bool(depth_blend),
+                               offset=float(offset), layers=parse_indices(layers, "layers"),
+                               heads=parse_indices(heads, "heads"))
+    sampling = SamplingSettings(guidance=float(guidance), top_k=int(top_k), top_p=float(top_p),
+                                temperature=float(temperature))
+    if source_audio is None:
+        runs = [edit_music(musicgen, edit, settings, seconds=float(duration), sampling=sampling, seed=seed)]
+    else:
+        waveform, rate = check_audio(source_audio, "source_audio")
+        runs = [edit_music(musicgen, edit, settings, seconds=0.0, sampling=sampling, seed=seed,
+                           recording=musicgen.encode_audio(clip, rate)) for clip in waveform]
+    codes, controller = torch.cat([codes for codes, _ in runs]), runs[0][1]
+    audio = {"waveform": musicgen.decode(codes), "sample_rate": musicgen.sample_rate}
+    encoded = musicgen.tokenizer([edit.target_prompt])
+    target_tokens = musicgen.tokenizer.convert_ids_to_tokens(encoded["input_ids"][0])
+    return audio, word_attention_images(controller, target_tokens, edit.target_prompt)

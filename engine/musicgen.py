@@ -11,6 +11,7 @@ delay pattern) rather than `generate()`, for two reasons EditGen needs:
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from . import comfy_bridge as bridge
 from .cache import LoadCache
 from .errors import PAEInputError
 from .files import read_json_dict, resolve_inside
+
+log = logging.getLogger(__name__)
 
 MUSICGEN_TYPES = ("musicgen", "musicgen_melody")
 DOWNLOAD_HINT = ("download a MusicGen repository (facebook/musicgen-small, -medium or -large: config.json, the weights, "
@@ -152,12 +155,17 @@ class MusicGen:
     @torch.no_grad()
     def generate_codes(self, prompts: list[str], seconds: float, settings: SamplingSettings, seed: int = 0,
                        noise_groups: list[int] | None = None,
-                       on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
-        """Codebook tokens [B, K, frames] for each prompt; rows in the same noise group share every random draw."""
+                       on_step: Callable[[int, int], None] | None = None,
+                       forced: torch.Tensor | None = None) -> torch.Tensor:
+        """Codebook tokens [B, K, frames] for each prompt; rows in the same noise group share every random draw.
+
+        `forced` [F, K, frames] teacher-forces the first F rows: they are fed these tokens (a recording's) instead of
+        sampling, one frame at a time like the others, so their attention at every step is at hand for an edit.
+        """
         from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
         settings.check()
-        frames = self.frames_for(float(seconds))
+        frames = self.frames_for(float(seconds)) if forced is None else int(forced.shape[-1])
         batch = len(prompts)
         groups = list(range(batch)) if noise_groups is None else list(noise_groups)
         if len(groups) != batch:
@@ -169,6 +177,11 @@ class MusicGen:
         decoder = self.model.decoder
         start = torch.full((batch * k, 1), self.start_token, dtype=torch.long, device=self.device)
         _, pattern = decoder.build_delay_pattern_mask(start, pad_token_id=self.start_token, max_length=length)
+        if forced is not None:
+            given = torch.cat([start[: forced.shape[0] * k].view(-1, k, 1), forced.to(self.device)], dim=-1)
+            _, forced_pattern = decoder.build_delay_pattern_mask(given.reshape(-1, frames + 1),
+                                                                 pad_token_id=self.start_token, max_length=length)
+            pattern = torch.cat([forced_pattern, pattern[forced.shape[0] * k:]])
         sequence = start
         tokens = start.repeat(2, 1) if guided else start
         cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
@@ -197,6 +210,27 @@ class MusicGen:
                 progress.step()
         sequence = decoder.apply_delay_pattern_mask(sequence, pattern)
         return sequence[sequence != self.start_token].reshape(batch, k, -1)
+
+    @torch.no_grad()
+    def encode_audio(self, waveform: torch.Tensor, sample_rate: int, input_name: str = "source_audio") -> torch.Tensor:
+        """One clip [C, T] at any rate -> EnCodec tokens [1, K, frames] (resampled to 32 kHz, downmixed to mono)."""
+        from .audio import resample, to_channels
+
+        seconds = waveform.shape[-1] / sample_rate
+        if seconds > self.max_duration_s + 1e-6:
+            raise PAEInputError(input_name, f"the recording is {seconds:.2f} s but {self.name} makes at most "
+                                f"{self.max_duration_s:g} s; trim it with Load Audio's start/duration.")
+        if sample_rate != self.sample_rate:
+            log.info("MusicGen: the recording is resampled from %d Hz to %d Hz for EnCodec.", sample_rate,
+                     self.sample_rate)
+        self.activate()
+        mono = to_channels(resample(waveform[None].float(), sample_rate, self.sample_rate), self.audio_channels)
+        encoder = self.model.audio_encoder
+        bandwidth = max(self.model.config.audio_encoder.target_bandwidths)
+        codes = encoder.encode(mono.to(self.device, encoder.dtype), bandwidth=bandwidth).audio_codes[0]
+        if codes.shape[-1] < 1:
+            raise PAEInputError(input_name, "the recording is shorter than one EnCodec frame (20 ms).")
+        return codes.long()
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:

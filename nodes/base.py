@@ -12,6 +12,7 @@ PAE_MODEL = "PAE_MODEL"
 PAE_INVERSION = "PAE_INVERSION"    # an inverted clip: start latent, per-step noise, prompt, scheduler settings
 PAE_ATTENTION_EDIT = "PAE_ATTENTION_EDIT"  # what to change in the attention: prompts, mode, words, windows
 PAE_CLAP = "PAE_CLAP"              # a loaded CLAP text-audio model
+PAE_MUSICGEN = "PAE_MUSICGEN"      # a loaded MusicGen: T5, codebook decoder, EnCodec
 PAE_AP_ADAPTER = "PAE_AP_ADAPTER"  # AP-Adapter's audio projections and the AudioMAE that encodes audio prompts
 # ComfyUI's frontend widget that plays audio; its upload button and result player need it on the node.
 AUDIO_PLAYER = "AUDIO_UI"

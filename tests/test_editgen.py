@@ -95,3 +95,36 @@ def test_bad_editgen_input_is_refused(musicgen, monkeypatch):
     monkeypatch.setattr(musicgen, "has_cross_attention", False)
     with pytest.raises(PAEInputError, match="no cross-attention"):
         edit_music(musicgen, edit, EditGenSettings(), seconds=0.2, sampling=SAMPLING)
+
+
+def test_a_recording_is_teacher_forced_as_the_source_branch(musicgen, caplog):
+    import logging
+
+    from prompt_audio_edit.engine.editgen import musicgen_edit
+
+    t = torch.arange(int(44100 * 0.5)) / 44100
+    stereo = torch.stack([0.3 * torch.sin(2 * torch.pi * 220 * t), 0.2 * torch.sin(2 * torch.pi * 330 * t)])
+    edit = make_attention_edit("replace", SOURCE, "rock guitar solo with drums", self_window=1.0, cross_window=1.0)
+    with caplog.at_level(logging.INFO):
+        audio, maps = musicgen_edit(musicgen, edit, seed=2, top_k=50,
+                                    source_audio={"waveform": stereo[None], "sample_rate": 44100})
+    assert "resampled from 44100 Hz to 32000 Hz" in caplog.text
+    recording = musicgen.encode_audio(stereo, 44100)
+    frames = recording.shape[-1]
+    assert frames == 25 and audio["waveform"].shape == (2, 1, frames * 640)
+    # The source row is the recording itself: its decoded tokens are the recording's EnCodec rendition.
+    assert torch.allclose(audio["waveform"][0], musicgen.decode(recording)[0])
+    codes, controller = edit_music(musicgen, edit, EditGenSettings(), seconds=0.0, sampling=SAMPLING, seed=2,
+                                   recording=recording)
+    assert torch.equal(codes[0], recording[0]) and not torch.equal(codes[1], recording[0])
+    assert maps.shape[0] == 5
+
+
+def test_a_recording_longer_than_the_model_makes_is_refused(musicgen):
+    from prompt_audio_edit.engine.editgen import musicgen_edit
+
+    edit = make_attention_edit("replace", SOURCE, "rock guitar solo with drums")
+    with pytest.raises(PAEInputError) as info:
+        musicgen_edit(musicgen, edit, source_audio={"waveform": 0.1 * torch.randn(1, 1, 8000 * 31),
+                                                    "sample_rate": 8000})
+    assert info.value.input_name == "source_audio" and "30 s" in str(info.value)
