@@ -1,0 +1,100 @@
+"""EditGen: an edit (2 prompts, attention control) against a plain generation of the same 2 prompts.
+
+Run: .venv/bin/python bench/bench_editgen.py [--seconds 5] [--repeats 3] [--device cpu|cuda]
+MusicGen-small's architecture (24 decoder layers, width 1024, 16 heads, 4 codebooks of 2048; T5-base-size text
+encoder) with random weights; the EnCodec is the tiny test one (it only decodes once at the end and is left out of
+the timing). Each configuration runs in its own process; times are medians of --repeats runs after a warm-up.
+- plain: both prompts generated in one batch with the pack's loop (SDPA attention, no control);
+- edit: the same two prompts as source and target of a Replace edit (self-attention injection, depth blending).
+Nothing here is asserted by the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import median_time, peak_mib, run_each_in_process  # noqa: E402
+
+CONFIGS = ("plain", "edit")
+SOURCE, TARGET = "a jazz song with piano and drums", "a jazz song with guitar and drums"
+
+
+def _small_size(model) -> None:
+    """Swap the tiny decoder and text encoder for MusicGen-small-size ones with random weights."""
+    from transformers import MusicgenDecoderConfig, T5Config
+    from transformers.models.musicgen.modeling_musicgen import MusicgenForCausalLM
+    from transformers.models.t5.modeling_t5 import T5EncoderModel
+
+    old = model.decoder.config
+    config = MusicgenDecoderConfig(vocab_size=2048, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                                   ffn_dim=4096, num_codebooks=old.num_codebooks, max_position_embeddings=2048,
+                                   pad_token_id=2048, bos_token_id=2048, decoder_start_token_id=2048)
+    model.decoder = MusicgenForCausalLM(config).eval()
+    text = T5Config(vocab_size=model.text_encoder.config.vocab_size, d_model=768, d_kv=64, d_ff=3072, num_layers=12,
+                    num_heads=12)
+    model.text_encoder = T5EncoderModel(text).eval()
+    model.enc_to_dec_proj = torch.nn.Linear(768, 1024)
+    model.config.decoder = config
+    model.config.text_encoder = text
+
+
+def _run(config: str, args: dict, queue) -> None:
+    from prompt_audio_edit.engine import comfy_bridge as bridge
+    from prompt_audio_edit.engine.attention_edit import make_attention_edit
+    from prompt_audio_edit.engine.editgen import EditGenSettings, edit_music
+    from prompt_audio_edit.engine.musicgen import SamplingSettings, load_musicgen
+
+    torch.manual_seed(0)
+    bridge.set_directories(models=args["root"])
+    musicgen = load_musicgen("bench", "fp32" if args["device"] == "cpu" else "fp16")
+    _small_size(musicgen.model)
+    musicgen.model.to(musicgen.device, musicgen.model.dtype).requires_grad_(False)
+    device = musicgen.device
+    sampling = SamplingSettings(guidance=3.0, top_k=250)
+    edit = make_attention_edit("replace", SOURCE, TARGET, self_window=1.0, cross_window=1.0)
+
+    def once() -> None:
+        if config == "plain":
+            musicgen.generate_codes([SOURCE, TARGET], args["seconds"], sampling, seed=0)
+        else:
+            edit_music(musicgen, edit, EditGenSettings(), seconds=args["seconds"], sampling=sampling, seed=0)
+
+    once()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    queue.put((config, median_time(once, args["repeats"], device), peak_mib(device)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    from prompt_audio_edit.engine.demo_musicgen import build_tiny_musicgen
+
+    with tempfile.TemporaryDirectory() as tmp:
+        build_tiny_musicgen(Path(tmp) / "musicgen" / "bench")
+        results = run_each_in_process(_run, CONFIGS, {**vars(args), "root": tmp})
+    unit = "MiB peak GPU" if args.device != "cpu" else "MiB peak RSS (process)"
+    frames = int(round(args.seconds * 50))
+    print(f"MusicGen-small-size decoder, 2 prompts, {args.seconds:g} s ({frames} frames + 3 delay steps), guidance 3, "
+          f"device {args.device}, median of {args.repeats} after a warm-up")
+    for config, (seconds, peak) in results.items():
+        print(f"  {config:6s} {seconds:8.2f} s   {peak:9.0f} {unit}")
+    print(f"  edit / plain: time {results['edit'][0] / results['plain'][0]:.2f}, "
+          f"peak {results['edit'][1] / results['plain'][1]:.2f}")
+    print(json.dumps({k: {"seconds": v[0], "peak": v[1]} for k, v in results.items()}))
+
+
+if __name__ == "__main__":
+    main()
