@@ -198,7 +198,7 @@ def edit_music(musicgen: MusicGen, edit: Any, settings: EditGenSettings, *, seco
         raise PAEInputError("attention_edit", "MusicGen generates the source itself: give the Attention Controller "
                             "a source prompt.")
     if not musicgen.has_cross_attention and (edit.mode in ("replace", "refine") or edit.reweight):
-        raise PAEInputError("model", f"'{musicgen.name}' is a MusicGen-melody model: its decoder has no "
+        raise PAEInputError("musicgen", f"'{musicgen.name}' is a MusicGen-melody model: its decoder has no "
                             "cross-attention (text enters as a prefix), so word-level edits cannot act on it; use "
                             "musicgen-small, -medium or -large.")
     decoder_config = musicgen.model.decoder.config

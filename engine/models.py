@@ -14,6 +14,7 @@ from .files import read_json_dict
 
 # Model kinds whose subfolders a loader lists, and the weight files that make a component complete.
 BACKBONE_KINDS = ("diffusers", "tango", "musicgen")
+DIFFUSION_KINDS = ("diffusers", "tango")  # what Load Audio Model lists (MusicGen has its own loader)
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 # Components of a diffusers folder that carry weights (the rest are tokenizers, schedulers, feature extractors).
 _NON_WEIGHT_LIBS = ("Tokenizer", "Scheduler", "FeatureExtractor", "Processor")
@@ -132,6 +133,9 @@ def load_backbone(model_name: str, dtype_name: str = "auto") -> Backbone:
     """Load a backbone once per (folder, dtype, device) and share it while in use; inside ComfyUI it is memory-managed."""
     folder = find_model_folder(model_name)
     family = detect_family(folder)
+    if family == "musicgen":
+        raise PAEInputError("model_name", f"'{model_name}' is MusicGen, which generates token by token rather than by "
+                            "diffusion; load it with Load MusicGen (PAE) and edit with MusicGen Edit.")
     if family not in _LOADERS:
         raise PAEInputError("model_name", f"'{model_name}' is a {family} model; this version of the pack edits with "
                             f"{', '.join(sorted(_LOADERS))} only.")

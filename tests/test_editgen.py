@@ -84,7 +84,7 @@ def test_offset_leaves_the_first_frames_alone(musicgen):
     assert torch.equal(codes[1, :, :first], plain[1, :, :first])
 
 
-def test_bad_editgen_input_is_refused(musicgen, monkeypatch):
+def test_bad_editgen_input_is_refused(musicgen):
     edit = make_attention_edit("replace", SOURCE, "rock guitar solo with drums")
     with pytest.raises(PAEInputError, match="layers 0..1"):
         edit_music(musicgen, edit, EditGenSettings(layers=frozenset({5})), seconds=0.2, sampling=SAMPLING)
@@ -92,9 +92,22 @@ def test_bad_editgen_input_is_refused(musicgen, monkeypatch):
         parse_indices("0, x", "heads")
     assert info.value.input_name == "heads"
     assert parse_indices("0, 2-3", "heads") == {0, 2, 3} and parse_indices("all", "heads") is None
-    monkeypatch.setattr(musicgen, "has_cross_attention", False)
-    with pytest.raises(PAEInputError, match="no cross-attention"):
-        edit_music(musicgen, edit, EditGenSettings(), seconds=0.2, sampling=SAMPLING)
+
+
+def test_the_melody_model_is_refused_for_a_cross_edit(tiny_dirs, tmp_path):
+    from prompt_audio_edit.engine.demo_musicgen import build_tiny_musicgen
+    from prompt_audio_edit.nodes import NODE_CLASS_MAPPINGS
+
+    build_tiny_musicgen(tmp_path / "musicgen" / "tiny-melody", melody=True)
+    from prompt_audio_edit.engine import comfy_bridge as bridge
+
+    bridge.add_model_root(tmp_path)
+    melody = NODE_CLASS_MAPPINGS["PAE_LoadMusicGen"]().run(model_name="tiny-melody", dtype="fp32")[0]
+    assert not melody.has_cross_attention
+    edit = make_attention_edit("replace", SOURCE, "rock guitar solo with drums")
+    with pytest.raises(PAEInputError) as info:
+        NODE_CLASS_MAPPINGS["PAE_MusicGenEdit"]().run(musicgen=melody, attention_edit=edit, duration=0.2)
+    assert str(info.value).startswith("PAE_MusicGenEdit: input 'musicgen'") and "no cross-attention" in str(info.value)
 
 
 def test_a_recording_is_teacher_forced_as_the_source_branch(musicgen, caplog):

@@ -122,3 +122,12 @@ def test_attention_function_sees_the_guidance_halves_and_every_layer(musicgen):
     # (uniform over all keys).
     assert torch.all(cross[0, :, :, 4:] == 0) and cross[0, :, :, :4].sum(-1).allclose(torch.ones(1))
     assert torch.allclose(cross[2:], torch.full_like(cross[2:], 1 / 7))
+
+
+def test_load_audio_model_points_musicgen_to_its_own_loader(musicgen):
+    from prompt_audio_edit.nodes import NODE_CLASS_MAPPINGS
+
+    node = NODE_CLASS_MAPPINGS["PAE_LoadModel"]
+    assert not any(name.startswith("musicgen/") for name in node.INPUT_TYPES()["required"]["model_name"][0])
+    with pytest.raises(PAEInputError, match="Load MusicGen"):
+        node().run(model_name=f"musicgen/{TINY_MUSICGEN}", dtype="fp32")
