@@ -30,7 +30,6 @@ from .audio import check_audio, resample, to_channels
 from .cache import LoadCache
 from .checkpoints import WEIGHT_SUFFIXES, build_and_load, read_checkpoint, tensor_dict
 from .errors import PAEInputError
-from .files import resolve_inside
 
 log = logging.getLogger(__name__)
 
@@ -249,13 +248,7 @@ def list_weight_files(kind: str) -> list[str]:
 
 def find_weight_file(kind: str, name: str, input_name: str, hint: str) -> Path:
     """Resolve a listed weight file name inside the registered models/<kind>/ folders."""
-    roots = bridge.model_folders(kind)
-    for root in roots:
-        path = resolve_inside(root, name, input_name, what=f"models/{kind} folder")
-        if path.is_file():
-            return path
-    raise PAEInputError(input_name, f"no file '{name}' in {', '.join(str(r) for r in roots)}; {hint}, then refresh "
-                        "the page.")
+    return bridge.find_in_model_folders(kind, name, input_name, hint, folder=False)
 
 
 def encoder_state(data: Any, label: str) -> dict[str, torch.Tensor]:

@@ -65,15 +65,8 @@ def list_clap_models() -> list[str]:
 
 def find_clap_folder(name: str) -> Path:
     """Resolve a CLAP model name to its folder inside the registered models/clap/ folders."""
-    from .files import resolve_inside
-
-    roots = bridge.model_folders("clap")
-    for root in roots:
-        folder = resolve_inside(root, name, "model_name", what="models/clap folder")
-        if folder.is_dir():
-            return folder
-    where = ", ".join(str(r) for r in roots)
-    raise PAEInputError("model_name", f"no CLAP folder '{name}' in {where}; {DOWNLOAD_HINT}, then refresh the page.")
+    return bridge.find_in_model_folders("clap", name, "model_name", DOWNLOAD_HINT, folder=True,
+                                        label="CLAP folder")
 
 
 def missing_clap_files(folder: Path) -> list[str]:

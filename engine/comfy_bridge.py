@@ -86,6 +86,21 @@ def model_folders(kind: str) -> list[Path]:
     return [models_dir() / kind] + [root / kind for root in _extra_model_roots]
 
 
+def find_in_model_folders(kind: str, name: str, input_name: str, hint: str, *, folder: bool,
+                          label: str = "") -> Path:
+    """Resolve a listed model name (a folder, or a file when folder=False) inside every models/<kind>/ root."""
+    from .files import resolve_inside
+
+    roots = model_folders(kind)
+    for root in roots:
+        path = resolve_inside(root, name, input_name, what=f"models/{kind} folder")
+        if (path.is_dir() if folder else path.is_file()):
+            return path
+    what = label or ("folder" if folder else "file")
+    raise PAEInputError(input_name, f"no {what} '{name}' in {', '.join(str(r) for r in roots)}; {hint}, then refresh "
+                        "the page.")
+
+
 def input_directory() -> Path:
     """Folder LoadAudio reads from."""
     if in_comfyui():

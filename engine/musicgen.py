@@ -22,7 +22,7 @@ import torch
 from . import comfy_bridge as bridge
 from .cache import LoadCache
 from .errors import PAEInputError
-from .files import read_json_dict, resolve_inside
+from .files import read_json_dict
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,8 @@ def list_musicgen_models() -> list[str]:
 
 def find_musicgen_folder(name: str) -> Path:
     """Resolve a MusicGen name inside the registered models/musicgen/ folders."""
-    roots = bridge.model_folders("musicgen")
-    for root in roots:
-        folder = resolve_inside(root, name, "model_name", what="models/musicgen folder")
-        if folder.is_dir():
-            return folder
-    raise PAEInputError("model_name", f"no MusicGen folder '{name}' in {', '.join(str(r) for r in roots)}; "
-                        f"{DOWNLOAD_HINT}, then refresh the page.")
+    return bridge.find_in_model_folders("musicgen", name, "model_name", DOWNLOAD_HINT, folder=True,
+                                        label="MusicGen folder")
 
 
 @dataclass
