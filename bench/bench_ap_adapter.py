@@ -17,7 +17,6 @@ Nothing here is asserted by the tests.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_ppae import real_size_unet  # noqa: E402
-from common import median_time, peak_mib, run_each_in_process  # noqa: E402
+from common import median_time, peak_mib, print_results, run_each_in_process  # noqa: E402
 
 CONFIGS = ("apply_cached", "apply_rebuild", "sample_plain", "sample_adapter_w2", "sample_adapter_w1")
 
@@ -120,21 +119,16 @@ def main() -> None:
         (Path(tmp) / "ap_adapter").mkdir()
         _write_real_size_audiomae(Path(tmp) / "audio_encoders" / "pretrained.pth")
         results = run_each_in_process(_run, args.only, {**vars(args), "root": tmp})
-    unit = "MiB peak GPU" if args.device != "cpu" else "MiB peak RSS (process)"
-    print(f"AP-Adapter, {args.seconds:g} s clips, device {args.device}, median of {args.repeats} after a warm-up")
-    for config, (seconds, peak) in results.items():
-        per = f"  ({seconds / args.steps:.2f} s/step)" if config.startswith("sample") else ""
-        print(f"  {config:18s} {seconds:8.3f} s{per}   {peak:9.0f} {unit}")
+    notes = [f"{c}: {results[c][0] / args.steps:.2f} s/step" for c in results if c.startswith("sample")]
     if "apply_cached" in results and "apply_rebuild" in results:
         cached, rebuild = results["apply_cached"], results["apply_rebuild"]
-        print(f"  new clip, cached AudioMAE / rebuilt per call: time {cached[0] / rebuild[0]:.3f}, "
-              f"peak {cached[1] / rebuild[1]:.2f}")
-    if "sample_plain" in results:
-        for config in ("sample_adapter_w2", "sample_adapter_w1"):
-            if config in results:
-                print(f"  step time {config} / sample_plain = {results[config][0] / results['sample_plain'][0]:.2f}")
-    print(json.dumps({k: {"seconds": v[0], "peak": v[1]} for k, v in results.items()}))
-
+        notes.append(f"new clip, cached AudioMAE / rebuilt per call: time {cached[0] / rebuild[0]:.3f}, "
+                     f"peak {cached[1] / rebuild[1]:.2f}")
+    for config in ("sample_adapter_w2", "sample_adapter_w1"):
+        if config in results and "sample_plain" in results:
+            notes.append(f"step time {config} / sample_plain = {results[config][0] / results['sample_plain'][0]:.2f}")
+    print_results(f"AP-Adapter, {args.seconds:g} s clips, device {args.device}, median of {args.repeats} after a "
+                  "warm-up", results, args.device, notes)
 
 if __name__ == "__main__":
     main()

@@ -12,7 +12,6 @@ Nothing here is asserted by the tests.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median_time, peak_mib, run_each_in_process  # noqa: E402
+from common import median_time, peak_mib, print_results, run_each_in_process  # noqa: E402
 
 CONFIGS = ("plain", "edit")
 SOURCE, TARGET = "a jazz song with piano and drums", "a jazz song with guitar and drums"
@@ -85,16 +84,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         build_tiny_musicgen(Path(tmp) / "musicgen" / "bench")
         results = run_each_in_process(_run, CONFIGS, {**vars(args), "root": tmp})
-    unit = "MiB peak GPU" if args.device != "cpu" else "MiB peak RSS (process)"
     frames = int(round(args.seconds * 50))
-    print(f"MusicGen-small-size decoder, 2 prompts, {args.seconds:g} s ({frames} frames + 3 delay steps), guidance 3, "
-          f"device {args.device}, median of {args.repeats} after a warm-up")
-    for config, (seconds, peak) in results.items():
-        print(f"  {config:6s} {seconds:8.2f} s   {peak:9.0f} {unit}")
-    print(f"  edit / plain: time {results['edit'][0] / results['plain'][0]:.2f}, "
-          f"peak {results['edit'][1] / results['plain'][1]:.2f}")
-    print(json.dumps({k: {"seconds": v[0], "peak": v[1]} for k, v in results.items()}))
-
+    print_results(f"MusicGen-small-size decoder, 2 prompts, {args.seconds:g} s ({frames} frames + 3 delay steps), "
+                  f"guidance 3, device {args.device}, median of {args.repeats} after a warm-up", results, args.device,
+                  [f"edit / plain: time {results['edit'][0] / results['plain'][0]:.2f}, "
+                   f"peak {results['edit'][1] / results['plain'][1]:.2f}"])
 
 if __name__ == "__main__":
     main()

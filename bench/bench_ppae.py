@@ -13,7 +13,6 @@ block). Text encoders are the tiny test ones: they run once per prompt and do no
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median_time, peak_mib, run_each_in_process  # noqa: E402
+from common import median_time, peak_mib, print_results, run_each_in_process  # noqa: E402
 
 CONFIGS = ("generate", "invert", "edit_1", "edit_5_batched", "edit_5_separate")
 
@@ -95,20 +94,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         build_tiny_audioldm2(Path(tmp) / "diffusers" / "bench", layout="large" if args.large else "base")
         results = run_each_in_process(_run, CONFIGS, {**vars(args), "root": tmp})
-    unit = "MiB peak GPU" if args.device != "cpu" else "MiB peak RSS (process)"
     edit_steps = args.steps - round(args.steps * args.edit_start)
-    print(f"AudioLDM2{'-large' if args.large else ''}-size UNet, {args.seconds:g} s clip, {args.steps} steps "
-          f"({edit_steps} edit steps), device {args.device}, median of {args.repeats}")
-    for config, (seconds, peak) in results.items():
-        print(f"  {config:18s} {seconds:8.2f} s   {peak:9.0f} {unit}")
     batched, separate = results["edit_5_batched"][0], results["edit_5_separate"][0]
-    print(f"  5 scales: one batched run / five separate runs = {batched / separate:.2f}")
     edit = results["invert"][0] + results["edit_1"][0]
-    print(f"  inversion + edit (1 scale) / plain generation ({args.steps} steps) = {edit / results['generate'][0]:.2f}")
-    print(f"  inversion + edit (5 scales) / plain generation = "
-          f"{(results['invert'][0] + batched) / results['generate'][0]:.2f}")
-    print(json.dumps({k: {"seconds": v[0], "peak": v[1]} for k, v in results.items()}))
-
+    print_results(f"AudioLDM2{'-large' if args.large else ''}-size UNet, {args.seconds:g} s clip, {args.steps} steps "
+                  f"({edit_steps} edit steps), device {args.device}, median of {args.repeats}", results, args.device,
+                  [f"5 scales: one batched run / five separate runs = {batched / separate:.2f}",
+                   f"inversion + edit (1 scale) / plain generation ({args.steps} steps) = "
+                   f"{edit / results['generate'][0]:.2f}",
+                   f"inversion + edit (5 scales) / plain generation = "
+                   f"{(results['invert'][0] + batched) / results['generate'][0]:.2f}"])
 
 if __name__ == "__main__":
     main()

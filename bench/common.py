@@ -51,3 +51,17 @@ def peak_mib(device: torch.device) -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def print_results(title: str, results: dict[str, tuple[float, float]], device: str, notes: list[str]) -> None:
+    """The title, one row per configuration (time, peak), the ratio notes, then the results as JSON."""
+    import json
+
+    unit = "MiB peak GPU" if device != "cpu" else "MiB peak RSS (process)"
+    width = max(len(c) for c in results)
+    print(title)
+    for config, (seconds, peak) in results.items():
+        print(f"  {config:{width}s} {seconds:8.2f} s   {peak:9.0f} {unit}")
+    for note in notes:
+        print(f"  {note}")
+    print(json.dumps({k: {"seconds": v[0], "peak": v[1]} for k, v in results.items()}))

@@ -63,10 +63,10 @@ class EditGenController:
         self.targets = list(range(1, prompts))  # conditional rows: [source, targets...], unconditional rows after
         self.step, self.steps = 0, 1
         self.recording = EditRecording()
+        self.target_tokens = target_tokens
         length = key_length
         self.mapping = torch.zeros(length, length)
         blended = torch.zeros(length, dtype=torch.bool)
-        aligned = align_tokens(source_tokens, target_tokens)
         if edit.mode == "replace":
             source_spans = token_word_spans(source_tokens, edit.source_prompt)
             target_spans = token_word_spans(target_tokens, edit.target_prompt)
@@ -77,7 +77,7 @@ class EditGenController:
                 self.mapping[torch.tensor(src)[:, None], torch.tensor(tgt)[None, :]] = 1.0 / len(tgt)
                 blended[tgt] = True
         elif edit.mode == "refine":
-            for j, i in enumerate(aligned):
+            for j, i in enumerate(align_tokens(source_tokens, target_tokens)):
                 if i >= 0:
                     self.mapping[i, j] = 1.0
                     blended[j] = True
@@ -216,8 +216,7 @@ def edit_music(musicgen: MusicGen, edit: Any, settings: EditGenSettings, *, seco
     return codes, controller
 
 
-def word_attention_images(controller: EditGenController, target_tokens: list[str], target_prompt: str,
-                          ) -> torch.Tensor:
+def word_attention_images(controller: EditGenController) -> torch.Tensor:
     """Per-word cross-attention of the target over time as an IMAGE batch [words, 48, min(steps x 4, 1024), 3]."""
     from .audio import colourise
 
@@ -226,7 +225,7 @@ def word_attention_images(controller: EditGenController, target_tokens: list[str
         return torch.zeros(1, 48, 64, 3)
     steps = torch.stack([per_step[i] for i in sorted(per_step)])  # [steps, keys]
     images = []
-    for _, positions in token_word_spans(target_tokens, target_prompt):
+    for _, positions in token_word_spans(controller.target_tokens, controller.spec.target_prompt):
         curve = steps[:, positions].sum(dim=-1)
         curve = curve / curve.max().clamp_min(1e-12)
         width = min(curve.numel() * 4, 1024)  # long runs are averaged down to 1024 columns
@@ -256,6 +255,4 @@ def musicgen_edit(musicgen: Any, edit: Any, *, seed: int = 0, duration: float = 
                            recording=musicgen.encode_audio(clip, rate)) for clip in waveform]
     codes, controller = torch.cat([codes for codes, _ in runs]), runs[0][1]
     audio = {"waveform": musicgen.decode(codes), "sample_rate": musicgen.sample_rate}
-    encoded = musicgen.tokenizer([edit.target_prompt])
-    target_tokens = musicgen.tokenizer.convert_ids_to_tokens(encoded["input_ids"][0])
-    return audio, word_attention_images(controller, target_tokens, edit.target_prompt)
+    return audio, word_attention_images(controller)
