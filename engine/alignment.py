@@ -154,6 +154,9 @@ def word_stream_mapping(edit: AttentionEdit, source_tokens: list[str], target_to
     else:  # reweight alone: same words, so the source's columns map one to one
         from_source, own = refine_mapping(source_tokens, target_tokens, length)
     weights = reweight_factors(target_tokens, edit.target_prompt, edit.reweight, length)
+    # Keys past both prompts' tokens (padding, Stable Audio's timing tokens) are not words: position to position.
+    tail = torch.arange(min(max(len(source_tokens), len(target_tokens)), length), length)
+    from_source[tail, tail] = 1.0
     return TokenMapping(from_source, own, weights)
 
 

@@ -63,8 +63,11 @@ class AttentionController:
 
     def __init__(self, edit: AttentionEdit, schedule: FusionSchedule, mappings: dict[str, TokenMapping],
                  layout: BranchLayout, latent_grid: tuple[int, int], word_stream: str,
-                 recording: AttentionRecording | None = None):
+                 recording: AttentionRecording | None = None, query_prefix: int = 0,
+                 single_resolution: bool = False):
         self.edit = edit
+        self.query_prefix = query_prefix            # queries before the latent's positions (DiT's global token)
+        self.single_resolution = single_resolution  # every layer at full resolution: self_min_downsampling moot
         self.schedule = schedule
         self.mappings = mappings
         self.layout = layout
@@ -108,7 +111,9 @@ class AttentionController:
         return out
 
     def _coarse_enough(self, queries: int) -> bool:
-        return site_grid(self.latent_grid, queries)[2] >= self.edit.self_min_downsampling
+        if self.single_resolution:
+            return True
+        return site_grid(self.latent_grid, queries - self.query_prefix)[2] >= self.edit.self_min_downsampling
 
     def _inject(self, out: torch.Tensor, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 mask: torch.Tensor | None, mapping: TokenMapping | None) -> None:
@@ -143,7 +148,7 @@ class AttentionController:
         scores = query[rows] @ key[rows].transpose(-1, -2) / math.sqrt(query.shape[-1])
         if mask is not None:
             scores = scores + mask[rows]
-        probs = scores.float().softmax(dim=-1).mean(dim=1)        # [R, N, L], heads averaged
+        probs = scores.float().softmax(dim=-1).mean(dim=1)[:, self.query_prefix:]  # [R, N, L], heads averaged
         height, width, _ = site_grid(self.latent_grid, probs.shape[1])
 
         def on_grid(maps: torch.Tensor) -> torch.Tensor:          # [M, N] -> [M, T', F']
@@ -183,9 +188,10 @@ class EditProcessor:
         self.site = site
 
     def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None, *args: Any,
-                 **kwargs: Any) -> torch.Tensor:
-        call = open_attention(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
+                 rotary_emb: Any = None, *args: Any, **kwargs: Any) -> torch.Tensor:
+        # rotary_emb is named: diffusers drops keyword arguments a processor's signature does not list (DiT).
+        call = open_attention(attn, hidden_states, encoder_hidden_states, attention_mask, temb, rotary_emb)
         key, value = project_keys(attn, call, call.context)
         out = self.controller.attend(self.site, call.query, key, value, call.mask)
         return close_attention(attn, out, call)

@@ -25,7 +25,7 @@ from .errors import PAEInputError
 from .fusion import FusionSchedule
 from .inversion import Inversion, encode_prompts
 from .latent import PAE_KEY
-from .sampling import guide, split_prediction, step_mean
+from .sampling import guide, solver_step
 
 # P2P's LocalBlend starts blending after 20 % of the steps; PPAE does not say.
 DEFAULT_BLEND_START = 0.2
@@ -102,9 +102,8 @@ def run_branches(backbone: Backbone, inversion: Inversion, clip: int, target_pro
     prompts += [target_prompt] * count
     conditioning = encode_prompts(backbone, prompts, "attention_edit")
     start = inversion.start[clip:clip + 1].to(device, torch.float32)
-    targets = start.repeat(count, 1, 1, 1)
+    targets = start.repeat(count, *[1] * (start.dim() - 1))
     source = start
-    grid = tuple(start.shape[-2:])
     target_scales = torch.tensor(scales, device=device, dtype=torch.float32)
 
     controller = None
@@ -121,12 +120,15 @@ def run_branches(backbone: Backbone, inversion: Inversion, clip: int, target_pro
         if preview:
             recording.preview_row = target_cond[0]
             recording.word_tokens = [g for _, g in target_spans]
+        grid = backbone.attention_grid(tuple(start.shape))
         controller = AttentionController(edit, schedule or FusionSchedule(),
                                          _stream_mappings(backbone, edit, conditioning, source_cond, target_cond[0]),
-                                         BranchLayout(source_cond, target_cond), grid, word, recording)
+                                         BranchLayout(source_cond, target_cond), grid, word, recording,
+                                         backbone.query_prefix, backbone.single_resolution)
 
     control = attention_control(backbone.denoiser, backbone.cross_attention_sites(), controller) \
         if controller is not None else contextlib.nullcontext()
+    history = {"targets": None, "source": None}  # each branch's previous x̂0 for a multistep solver
     with bridge.Progress(steps, "PPAE edit") as progress, control:
         for n in range(steps):
             t, alpha, alpha_prev = inversion.step(n)
@@ -141,19 +143,21 @@ def run_branches(backbone: Backbone, inversion: Inversion, clip: int, target_pro
             rows.append(targets)
             output = backbone.predict(torch.cat(rows), t, conditioning).float()
             guided = guide(output[:count], output[target_cond[0]:], target_scales)
-            targets = _step(guided, targets, alpha, alpha_prev, sigma, inversion, clip, n, device)
+            targets, history["targets"] = _step(guided, targets, alpha, alpha_prev, sigma, inversion, clip, n,
+                                                device, history["targets"])
             if source_predicted:
                 src_out = output[source_cond:source_cond + 1]
                 if source_scale_row:
                     src_out = guide(output[count:count + 1], src_out,
                                     torch.tensor([inversion.guidance], device=device))
-                source = _step(src_out, source, alpha, alpha_prev, sigma, inversion, clip, n, device)
+                source, history["source"] = _step(src_out, source, alpha, alpha_prev, sigma, inversion, clip, n,
+                                                   device, history["source"])
             elif with_source:
                 source = inversion.trajectory[n + 1, clip:clip + 1].to(device, torch.float32)
             if controller is not None and blend_threshold > 0.0 and n / steps >= blend_start:
                 masks = controller.blend_masks(blend_threshold)
                 if masks is not None:
-                    targets = source + masks[:, None] * (targets - source)
+                    targets = source + masks.reshape(count, 1, *targets.shape[2:]) * (targets - source)
             progress.step()
     maps = []
     if controller is not None and preview and controller.recording.preview_sum is not None:
@@ -163,12 +167,14 @@ def run_branches(backbone: Backbone, inversion: Inversion, clip: int, target_pro
     return targets, maps
 
 
-def _step(output, latents, alpha, alpha_prev, sigma, inversion, clip, n, device):
-    eps, x0 = split_prediction(output, latents, alpha, inversion.schedule.prediction_type)
-    mean = step_mean(eps, x0, alpha_prev, sigma)
+def _step(output, latents, alpha, alpha_prev, sigma, inversion, clip, n, device, previous):
+    # A DDPM inversion made with the model's multistep solver is re-denoised with it too (the same means).
+    multistep = inversion.schedule.multistep and inversion.noise is not None
+    mean, state = solver_step(output, latents, alpha, alpha_prev, sigma, inversion.schedule.prediction_type,
+                              previous if multistep else None)
     if inversion.noise is not None:
         mean = mean + inversion.noise[n, clip:clip + 1].to(device, torch.float32)
-    return mean
+    return mean, state if multistep else None
 
 
 def _candidates_latent(inversion: Inversion, samples: torch.Tensor, scales: list[float], target_prompt: str,
@@ -187,11 +193,21 @@ def redenoise(backbone: Backbone, inversion: Any, prompt: str | None = None, gui
     """Denoise an inversion without any edit (the source prompt and guidance by default: reconstructs the clip)."""
     inversion = _check_inversion(backbone, inversion)
     prompt = inversion.prompt if prompt is None else prompt
-    scale = inversion.guidance if guidance is None else float(guidance)
+    return prompt_edit(backbone, inversion, prompt, [inversion.guidance if guidance is None else float(guidance)])
+
+
+def prompt_edit(backbone: Backbone, inversion: Any, target_prompt: str,
+                guidance_scales: str | list[float] = "12") -> dict[str, Any]:
+    """ZETA's text edit: re-denoise with the target prompt and the inversion's noise; one candidate per scale."""
+    inversion = _check_inversion(backbone, inversion)
+    target_prompt = " ".join(str(target_prompt).split())
+    if not target_prompt:
+        raise PAEInputError("target_prompt", "describe what the clip should become, e.g. 'a cat meowing in the rain'.")
+    scales = parse_guidance_scales(guidance_scales) if isinstance(guidance_scales, str) else list(guidance_scales)
     backbone.activate()
-    samples = torch.cat([run_branches(backbone, inversion, b, prompt, [scale])[0]
+    samples = torch.cat([run_branches(backbone, inversion, b, target_prompt, scales)[0]
                          for b in range(inversion.start.shape[0])])
-    return _candidates_latent(inversion, samples, [scale], prompt)
+    return _candidates_latent(inversion, samples, scales, target_prompt)
 
 
 def fuse_edit(backbone: Backbone, inversion: Any, edit: Any, *, guidance_scales: str | list[float] = "12",
@@ -216,7 +232,7 @@ def fuse_edit(backbone: Backbone, inversion: Any, edit: Any, *, guidance_scales:
         samples.append(latents)
         maps = maps or clip_maps
     latent = _candidates_latent(inversion, torch.cat(samples), scales, edit.target_prompt)
-    return latent, attention_map_images(maps, tuple(inversion.start.shape[-2:]))
+    return latent, attention_map_images(maps, backbone.attention_grid(tuple(inversion.start.shape)))
 
 
 def attention_map_images(maps: list[tuple[str, torch.Tensor]], grid: tuple[int, int]) -> torch.Tensor:

@@ -18,7 +18,7 @@ from .backbones.base import Backbone, TextConditioning
 from .errors import PAEInputError
 from .inversion import encode_prompts, guided_prediction
 from .latent import PAE_KEY, latent_info, make_latent
-from .sampling import make_step_schedule, split_prediction, step_mean
+from .sampling import split_prediction, step_mean
 
 MAX_BATCH = 64
 
@@ -65,7 +65,7 @@ def sample(backbone: Backbone, positive: str, negative: str = "", *, steps: int 
     clip_of_row = [r // int(batch_size) for r in range(rows)]
     backbone.activate()
     device = backbone.device
-    schedule = make_step_schedule(backbone.make_scheduler(), total, backbone.prediction_type)
+    schedule = backbone.step_schedule(total)
     first = total - int(steps)
 
     if latent is None:

@@ -19,7 +19,7 @@ from . import comfy_bridge as bridge
 from .backbones.base import Backbone, TextConditioning, refuse_audio_prompt
 from .errors import PAEInputError
 from .latent import latent_info
-from .sampling import StepSchedule, ddpm_sigma, guide, make_step_schedule, split_prediction, step_mean
+from .sampling import StepSchedule, ddpm_sigma, guide, solver_step, split_prediction
 
 INVERSION_METHODS = ("ddpm", "ddim")
 
@@ -111,7 +111,7 @@ def invert(backbone: Backbone, latent: dict[str, Any], prompt: str, *, method: s
         raise PAEInputError("source_prompt", "describe the clip as it is (e.g. 'a dog barking in the rain'); "
                             "the edit swaps words of this description.")
     skip = _check_settings(int(steps), float(edit_start), float(guidance), method)
-    schedule = make_step_schedule(backbone.make_scheduler(), int(steps), backbone.prediction_type)
+    schedule = backbone.step_schedule(int(steps))
     backbone.activate()
     device = backbone.device
     x0 = latent["samples"].to(device, torch.float32)
@@ -141,11 +141,13 @@ def _invert_ddpm(backbone, x0, schedule, run, uncond, cond, scales, seed, progre
         path.append(alpha ** 0.5 * x0 + (1.0 - alpha) ** 0.5 * eps)
     path.append(x0)
     noise = []
+    previous = None
     for n, i in enumerate(run):
         t, alpha, alpha_prev = schedule.timesteps[i], schedule.alphas[i], schedule.alphas_prev[i]
         output = guided_prediction(backbone, path[n], t, uncond, cond, scales)
-        eps, pred_x0 = split_prediction(output, path[n], alpha, schedule.prediction_type)
-        mean = step_mean(eps, pred_x0, alpha_prev, ddpm_sigma(alpha, alpha_prev))
+        mean, state = solver_step(output, path[n], alpha, alpha_prev, ddpm_sigma(alpha, alpha_prev),
+                                  schedule.prediction_type, previous)
+        previous = state if schedule.multistep else None
         noise.append(path[n + 1] - mean)
         progress.step()
     return torch.stack(path), torch.stack(noise)

@@ -42,9 +42,12 @@ def detect_family(folder: Path) -> str:
         if pipeline in ("StableAudioPipeline",):
             return "stable_audio"
         raise PAEInputError("model_name", f"'{folder.name}' is a diffusers '{pipeline or 'unknown'}' folder, not an "
-                            "audio model this pack knows (AudioLDM2 base/large/music).")
+                            "audio model this pack knows (AudioLDM2 base/large/music, Stable Audio Open).")
     if (folder / "main_config.json").is_file():
         return "tango"
+    sat = read_json_dict(folder / "model_config.json")
+    if sat is not None and sat.get("model_type") == "diffusion_cond":
+        return "stable_audio"  # a stable-audio-tools checkpoint (Stable Audio Open, SAO-Instruct)
     config = read_json_dict(folder / "config.json")
     if config is not None and str(config.get("model_type", "")).startswith("musicgen"):
         return "musicgen"
@@ -126,7 +129,14 @@ def _load_tango(folder: Path, dtype, device) -> Backbone:
     return load_tango_backbone(folder, dtype, device)
 
 
-_LOADERS: dict[str, Callable] = {"audioldm2": _load_audioldm2, "tango": _load_tango}
+def _load_stable_audio(folder: Path, dtype, device) -> Backbone:
+    from .backbones.stable_audio import load_stable_audio_backbone
+
+    return load_stable_audio_backbone(folder, dtype, device)
+
+
+_LOADERS: dict[str, Callable] = {"audioldm2": _load_audioldm2, "tango": _load_tango,
+                                 "stable_audio": _load_stable_audio}
 
 
 def load_backbone(model_name: str, dtype_name: str = "auto") -> Backbone:

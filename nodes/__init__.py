@@ -3,12 +3,14 @@
 from .ap_adapter_nodes import APAdapterApply, APAdapterTask, LoadAPAdapter
 from .audio_nodes import LoadAudio, SaveAudio
 from .clap_nodes import CLAPSelect, LoadCLAP
+from .instruct_nodes import InstructEdit, LoadSAOInstruct
 from .model_nodes import LoadModel, VAEDecode, VAEEncode
 from .musicgen_nodes import LoadMusicGen, MusicGenEdit
-from .ppae_nodes import AttentionController, DDIMInvert, Fuser
+from .ppae_nodes import AttentionController, DDIMInvert, Fuser, PromptEdit
 from .sampling_nodes import Sample
 
 NODE_CLASSES = (LoadAudio, SaveAudio, LoadModel, VAEEncode, VAEDecode, DDIMInvert, AttentionController, Fuser,
-                LoadCLAP, CLAPSelect, Sample, LoadAPAdapter, APAdapterTask, APAdapterApply, LoadMusicGen, MusicGenEdit)
+                LoadCLAP, CLAPSelect, Sample, LoadAPAdapter, APAdapterTask, APAdapterApply, LoadMusicGen, MusicGenEdit,
+                LoadSAOInstruct, InstructEdit, PromptEdit)
 NODE_CLASS_MAPPINGS = {cls.NODE_ID: cls for cls in NODE_CLASSES}
 NODE_DISPLAY_NAME_MAPPINGS = {cls.NODE_ID: cls.DISPLAY_NAME for cls in NODE_CLASSES}

@@ -6,7 +6,7 @@ from typing import Any
 
 from ..engine.attention_edit import (DEFAULT_CROSS_WINDOW, DEFAULT_SELF_MIN_DOWNSAMPLING, EDIT_MODES, STREAM_CHOICES,
                                      make_attention_edit)
-from ..engine.fuser import DEFAULT_BLEND_START, fuse_edit
+from ..engine.fuser import DEFAULT_BLEND_START, fuse_edit, prompt_edit
 from ..engine.fusion import SCHEDULE_KINDS, FusionSchedule
 from ..engine.inversion import INVERSION_METHODS, invert
 from .base import PAE_ATTENTION_EDIT, PAE_INVERSION, PAE_MODEL, PAENode
@@ -161,3 +161,31 @@ class Fuser(PAENode):
         fusion = FusionSchedule(schedule, schedule_start, schedule_end, eta_min, eta_max, decay_rate)
         return fuse_edit(model, inversion, attention_edit, guidance_scales=guidance_scales, schedule=fusion,
                          local_blend=local_blend, blend_start=blend_start, attention_maps=attention_maps)
+
+
+class PromptEdit(PAENode):
+    NODE_ID = "PAE_PromptEdit"
+    DISPLAY_NAME = "Edit by Prompt (ZETA) (PAE)"
+    DESCRIPTION = ("Zero-shot text editing by edit-friendly DDPM inversion (ZETA, Manor & Michaeli 2024): re-denoises "
+                   "the inverted clip with the target prompt and the inversion's stored noise, without touching the "
+                   "attention. The source prompt and guidance, the steps and the start point come from the "
+                   "inversion (ZETA: 200 steps, source guidance 3); the target's guidance is set here (ZETA: 12). "
+                   "With the source prompt and guidance it reproduces the clip exactly.")
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("edited",)
+    OUTPUT_TOOLTIPS = ("One latent per clip and guidance scale (clip-major); decode with VAE Decode Audio.",)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "model": (PAE_MODEL, {"tooltip": "The backbone that made the inversion."}),
+            "inversion": (PAE_INVERSION, {"tooltip": "From Invert Audio Latent with method ddpm (ddim works, but "
+                          "does not reproduce the clip exactly)."}),
+            "target_prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "What the clip should "
+                              "become, e.g. 'a cat meowing in the rain'. Any wording: nothing is aligned."}),
+            "guidance_scales": ("STRING", {"default": "12", "tooltip": "Comma-separated target guidance scales "
+                                "(ZETA: 12); one candidate each, batched (pick with CLAP Select)."}),
+        }}
+
+    def execute(self, model: Any, inversion: Any, target_prompt: str, guidance_scales: str = "12") -> tuple:
+        return (prompt_edit(model, inversion, target_prompt, guidance_scales),)

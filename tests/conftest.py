@@ -17,12 +17,17 @@ TINY_TANGO = "tango/tiny-tango"  # released Tango file layout, v-prediction
 TINY_AP_ADAPTER = "pytorch_model.bin"  # released AP-Adapter name and layout, fitting TINY_MODEL
 TINY_AUDIOMAE = "pretrained.pth"       # released AudioMAE checkpoint layout (encoder + decoder + training state)
 TINY_MUSICGEN = "tiny-musicgen"        # transformers MusicGen folder: T5, 2-layer decoder, EnCodec with 4 codebooks
+TINY_SAO = "diffusers/tiny-stable-audio"            # Stable Audio Open diffusers folder, a 6 s window
+TINY_SAO_INSTRUCT = "diffusers/tiny-sao-instruct"   # the same with SAO-Instruct's 128-channel DiT input
+TINY_SAO_INSTRUCT_SAT = "diffusers/tiny-sao-instruct-sat"  # its weights as a stable-audio-tools checkpoint
+TINY_SAO_SECONDS = 6.0
 
 
 @pytest.fixture(scope="session")
 def tiny_models_root(tmp_path_factory) -> Path:
     """A models folder with a tiny AudioLDM2 (-large layout; ε and v copies), a tiny Tango, and an AP-Adapter and
-    AudioMAE fitting the AudioLDM2, and a tiny MusicGen, built once per session."""
+    AudioMAE fitting the AudioLDM2, a tiny MusicGen, and tiny Stable Audio Open / SAO-Instruct (diffusers and
+    stable-audio-tools layouts), built once per session."""
     from prompt_audio_edit.engine.demo_models import build_tiny_audioldm2
 
     import json
@@ -45,6 +50,11 @@ def tiny_models_root(tmp_path_factory) -> Path:
     from prompt_audio_edit.engine.demo_musicgen import build_tiny_musicgen
 
     build_tiny_musicgen(root / "musicgen" / TINY_MUSICGEN, seed=0)
+    from prompt_audio_edit.engine.demo_stable_audio import build_tiny_stable_audio, save_stable_audio_tools_checkpoint
+
+    build_tiny_stable_audio(root / TINY_SAO, seed=0, max_seconds=TINY_SAO_SECONDS)
+    instruct = build_tiny_stable_audio(root / TINY_SAO_INSTRUCT, seed=1, in_channels=128, max_seconds=TINY_SAO_SECONDS)
+    save_stable_audio_tools_checkpoint(instruct, root / TINY_SAO_INSTRUCT_SAT)
     return root
 
 

@@ -98,6 +98,11 @@ class SmoothBackbone:
     def make_scheduler(self):
         return type(self.scheduler).from_config(self.scheduler.config)
 
+    def step_schedule(self, steps):
+        from prompt_audio_edit.engine.sampling import make_step_schedule
+
+        return make_step_schedule(self.make_scheduler(), steps, self.prediction_type)
+
     def activate(self):
         pass
 

@@ -79,6 +79,8 @@ class Backbone(ABC):
     word_stream: str           # the stream whose tokens are words (for word-level edits)
     managed: Any = None        # set by the loader: moves weights to the compute device on demand
     audio_prompt: Any = None   # set on a copy by the AP-Adapter (engine.ap_adapter.AudioPrompt)
+    query_prefix: int = 0      # positions the denoiser puts before the latent's own in attention (DiT: 1 global token)
+    single_resolution: bool = False  # every attention layer sees the latent at full resolution (DiT)
 
     def activate(self) -> None:
         """Bring the weights to the compute device; samplers call it once per run, before predict()."""
@@ -104,6 +106,16 @@ class Backbone(ABC):
     def latent_shape(self, num_samples: int) -> tuple[int, ...]:
         """Shape [C, ...] of one clip's latent for a clip of num_samples at the model's rate."""
         raise NotImplementedError(f"{self.family} cannot start from an empty latent")
+
+    def step_schedule(self, steps: int) -> Any:
+        """The sampling.StepSchedule of a `steps`-step run, from the model's own scheduler configuration."""
+        from ..sampling import make_step_schedule
+
+        return make_step_schedule(self.make_scheduler(), steps, self.prediction_type)
+
+    def attention_grid(self, latent_shape: tuple[int, ...]) -> tuple[int, int]:
+        """(time, frequency) positions of a latent of this shape as the attention layers lay them out."""
+        return int(latent_shape[-2]), int(latent_shape[-1])
 
     @abstractmethod
     def cross_attention_sites(self) -> list[CrossAttentionSite]:
