@@ -64,6 +64,14 @@ def _stand_in_model(node_id: str, class_type: str, model_name: str, root: Path) 
     except PAEInputError:
         kind, _, name = model_name.partition("/")
         folder = root / "models" / (kind or "diffusers") / (name or "demo")
+        if class_type == "PAE_LoadSAOInstruct" or "stable-audio" in name:
+            from .engine.demo_stable_audio import build_tiny_stable_audio
+
+            instruct = class_type == "PAE_LoadSAOInstruct"
+            if not (folder / "model_index.json").is_file():
+                build_tiny_stable_audio(folder, in_channels=128 if instruct else 64)
+            what = "SAO-Instruct" if instruct else "Stable Audio Open"
+            return f"model '{model_name}' (node {node_id}) -> tiny untrained {what} at {folder}"
         if kind == "tango":
             from .engine.demo_tango import build_tiny_tango
 
@@ -116,7 +124,8 @@ def _prepare_demo(workflow: dict[str, Any]) -> list[str]:
     for node_id, node in workflow.items():
         inputs = node.get("inputs", {})
         class_type = node.get("class_type")
-        if class_type in ("PAE_LoadModel", "PAE_LoadCLAP") and isinstance(inputs.get("model_name"), str):
+        if class_type in ("PAE_LoadModel", "PAE_LoadCLAP", "PAE_LoadSAOInstruct") and \
+                isinstance(inputs.get("model_name"), str):
             note = _stand_in_model(node_id, class_type, inputs["model_name"], root)
             if note:
                 bridge.add_model_root(root / "models")
