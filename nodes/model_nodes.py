@@ -14,8 +14,8 @@ class LoadModel(PAENode):
     NODE_ID = "PAE_LoadModel"
     DISPLAY_NAME = "Load Audio Model (PAE)"
     DESCRIPTION = ("Loads an audio diffusion backbone from the models folder: AudioLDM2 base, large or music (a "
-                   "diffusers folder under models/diffusers/) or Tango / Tango 2 (the released files under "
-                   "models/tango/). The backbone is recognised from the folder's files; a model is loaded once and "
+                   "diffusers folder under models/diffusers/), Stable Audio Open (diffusers folder) or Tango / Tango 2 "
+                   "(the released files under models/tango/). The backbone is recognised from the folder's files; a model is loaded once and "
                    "shared by every node that uses it.")
     RETURN_TYPES = (PAE_MODEL,)
     RETURN_NAMES = ("model",)
@@ -38,7 +38,8 @@ class VAEEncode(PAENode):
     NODE_ID = "PAE_VAEEncode"
     DISPLAY_NAME = "VAE Encode Audio (PAE)"
     DESCRIPTION = ("Encodes audio into the model's latent space. The clip is resampled and downmixed as the model "
-                   "needs (AudioLDM2: 16 kHz mono, peak-normalised as in training); its length, rate, channels and "
+                   "needs (AudioLDM2: 16 kHz mono, peak-normalised as in training; Stable Audio: 44.1 kHz stereo, mono "
+                   "duplicated); its length, rate, channels and "
                    "level are recorded so VAE Decode can restore them.")
     RETURN_TYPES = ("LATENT",)
     OUTPUT_TOOLTIPS = ("The latent batch, one entry per clip, tagged with the backbone that made it.",)
@@ -48,7 +49,7 @@ class VAEEncode(PAENode):
         return {"required": {
             "model": (PAE_MODEL, {"tooltip": "The backbone from Load Audio Model."}),
             "audio": ("AUDIO", {"tooltip": "Clips to encode, any rate and channel count, up to the model's "
-                      "length limit (AudioLDM2: 30 s)."}),
+                      "length limit (AudioLDM2: 30 s, Stable Audio Open: 47.55 s)."}),
         }}
 
     def execute(self, model: Any, audio: dict[str, Any]) -> tuple:
