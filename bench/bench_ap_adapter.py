@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_ppae import real_size_unet  # noqa: E402
-from common import median_time, peak_mib, print_results, run_each_in_process  # noqa: E402
+from common import measure, print_results, run_each_in_process  # noqa: E402
 
 CONFIGS = ("apply_cached", "apply_rebuild", "sample_plain", "sample_adapter_w2", "sample_adapter_w1")
 
@@ -94,12 +94,7 @@ def _run(config: str, args: dict, queue) -> None:
             sample(model, "a recording of a violin solo", "a recording of a piano solo", steps=args["steps"],
                    guidance=7.5, seed=0, seconds=args["seconds"])
 
-    once()  # warm-up: first-call allocations and kernel selection
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    seconds = median_time(once, args["repeats"], device)
-    queue.put((config, seconds, peak_mib(device)))
+    measure(queue, config, once, args["repeats"], device)
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median_time, peak_mib, print_results, run_each_in_process  # noqa: E402
+from common import measure, print_results, run_each_in_process  # noqa: E402
 
 CONFIGS = ("plain", "edit")
 SOURCE, TARGET = "a jazz song with piano and drums", "a jazz song with guitar and drums"
@@ -65,11 +65,7 @@ def _run(config: str, args: dict, queue) -> None:
         else:
             edit_music(musicgen, edit, EditGenSettings(), seconds=args["seconds"], sampling=sampling, seed=0)
 
-    once()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    queue.put((config, median_time(once, args["repeats"], device), peak_mib(device)))
+    measure(queue, config, once, args["repeats"], device)
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median_time, peak_mib, print_results, run_each_in_process  # noqa: E402
+from common import measure, print_results, run_each_in_process  # noqa: E402
 
 CONFIGS = ("generate", "instruct edit")
 
@@ -62,11 +62,7 @@ def _run(config: str, args: dict, queue) -> None:
         else:
             instruct_edit(backbone, latent, "add rain in the background", steps=args["steps"], guidance=5.0)
 
-    once()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    queue.put((config, median_time(once, args["repeats"], device), peak_mib(device)))
+    measure(queue, config, once, args["repeats"], device)
 
 
 def main() -> None:

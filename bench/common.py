@@ -37,6 +37,15 @@ def median_time(once: Callable[[], None], repeats: int, device: torch.device) ->
     return statistics.median(times)
 
 
+def measure(queue: Any, config: str, once: Callable[[], None], repeats: int, device: torch.device) -> None:
+    """Warm up once, reset the GPU peak, then report (config, median time, peak MiB) to the parent process."""
+    once()  # first-call allocations and kernel selection
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    queue.put((config, median_time(once, repeats, device), peak_mib(device)))
+
+
 def peak_mib(device: torch.device) -> float:
     """Peak GPU memory allocated on CUDA, else this process's peak resident set, in MiB."""
     if device.type == "cuda":

@@ -14,9 +14,9 @@ class LoadModel(PAENode):
     NODE_ID = "PAE_LoadModel"
     DISPLAY_NAME = "Load Audio Model (PAE)"
     DESCRIPTION = ("Loads an audio diffusion backbone from the models folder: AudioLDM2 base, large or music (a "
-                   "diffusers folder under models/diffusers/), Stable Audio Open (diffusers folder) or Tango / Tango 2 "
-                   "(the released files under models/tango/). The backbone is recognised from the folder's files; a model is loaded once and "
-                   "shared by every node that uses it.")
+                   "diffusers folder under models/diffusers/), Stable Audio Open (diffusers folder) or Tango / "
+                   "Tango 2 (the released files under models/tango/). The backbone is recognised from the folder's "
+                   "files; a model is loaded once and shared by every node that uses it.")
     RETURN_TYPES = (PAE_MODEL,)
     RETURN_NAMES = ("model",)
     OUTPUT_TOOLTIPS = ("The loaded backbone: VAE, vocoder, text encoders and denoiser.",)
