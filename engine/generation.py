@@ -32,8 +32,8 @@ def _check(backbone: Backbone, steps: int, guidance: float, batch_size: int, sec
     if not 1 <= batch_size <= MAX_BATCH:
         raise PAEInputError("batch_size", f"{batch_size}: use 1..{MAX_BATCH}.")
     if not has_latent and not 0.0 < seconds <= backbone.max_duration_s:
-        raise PAEInputError("seconds", f"{seconds:g} s: {backbone.family} generates up to {backbone.max_duration_s:g} s "
-                            "(trained on 10.24 s).")
+        raise PAEInputError("seconds", f"{seconds:g} s: {backbone.family} generates up to "
+                            f"{backbone.duration_limit()}.")
     if not 0.0 < denoise <= 1.0:
         raise PAEInputError("denoise", f"{denoise:g} must be in (0, 1]: 1 generates from noise, lower keeps more of the "
                             "input latent.")

@@ -74,6 +74,7 @@ class Backbone(ABC):
     channels: int              # 1 = mono, 2 = stereo
     latent_channels: int
     max_duration_s: float      # longest clip the backbone takes
+    duration_note: str = ""    # why the limit is what it is, appended to length refusals
     prediction_type: str       # "epsilon" or "v_prediction"
     text_streams: tuple[str, ...]
     word_stream: str           # the stream whose tokens are words (for word-level edits)
@@ -102,6 +103,17 @@ class Backbone(ABC):
     @abstractmethod
     def predict(self, latents: torch.Tensor, timestep: torch.Tensor | int, conditioning: TextConditioning) -> torch.Tensor:
         """The denoiser's output (noise or v, see prediction_type) for latents at a timestep."""
+
+    def duration_limit(self) -> str:
+        """The longest clip, for messages: '30 s', '47.55 s'."""
+        return f"{self.max_duration_s:.2f}".rstrip("0").rstrip(".") + " s" + self.duration_note
+
+    def check_duration(self, num_samples: int, sample_rate: int, input_name: str = "audio") -> None:
+        """Refuse clips longer than the backbone takes, saying what the limit is."""
+        seconds = num_samples / sample_rate
+        if seconds > self.max_duration_s + 1e-6:
+            raise PAEInputError(input_name, f"the clip is {seconds:.2f} s but {self.name} takes at most "
+                                f"{self.duration_limit()}; trim it with the start/duration inputs of Load Audio.")
 
     def latent_shape(self, num_samples: int) -> tuple[int, ...]:
         """Shape [C, ...] of one clip's latent for a clip of num_samples at the model's rate."""

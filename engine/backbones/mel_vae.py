@@ -8,7 +8,6 @@ from typing import Any
 import torch
 
 from ..audio import peak_normalise, resample, to_channels
-from ..errors import PAEInputError
 from ..latent import latent_info, make_latent
 from .base import Backbone
 
@@ -25,6 +24,7 @@ class MelVAEBackbone(Backbone):
     vae: Any
     vocoder: Any
     mel: Any
+    duration_note = " (it was trained on 10.24 s clips)"
 
     def _read_shapes(self) -> None:
         """Latent and audio geometry from the VAE and vocoder configurations."""
@@ -34,14 +34,6 @@ class MelVAEBackbone(Backbone):
         self.hop = int(math.prod(self.vocoder.config.upsample_rates))
         self.n_mels = int(self.vocoder.config.model_in_dim)
         self.sample_rate = int(self.vocoder.config.sampling_rate)
-
-    def check_duration(self, num_samples: int, sample_rate: int, input_name: str = "audio") -> None:
-        """Refuse clips longer than the backbone takes, saying what the limit is."""
-        seconds = num_samples / sample_rate
-        if seconds > self.max_duration_s + 1e-6:
-            raise PAEInputError(input_name, f"the clip is {seconds:.2f} s but {self.family} takes at most "
-                                f"{self.max_duration_s:g} s (it was trained on 10.24 s clips); trim it with the "
-                                "start/duration inputs of Load Audio.")
 
     def padded_length(self, num_samples: int) -> int:
         """Samples after padding to whole VAE cells (hop x vae_factor); decoding trims back."""

@@ -108,13 +108,6 @@ class StableAudioBackbone(Backbone):
         return int(latent_shape[-1]), 1
 
     # ---------------------------------------------------------------------------------------- audio
-    def check_duration(self, num_samples: int, sample_rate: int, input_name: str = "audio") -> None:
-        """Refuse clips longer than the DiT's window, saying what the limit is."""
-        seconds = num_samples / sample_rate
-        if seconds > self.max_duration_s + 1e-6:
-            raise PAEInputError(input_name, f"the clip is {seconds:.2f} s but {self.name} takes at most "
-                                f"{self.max_duration_s:.2f} s; trim it with the start/duration inputs of Load Audio.")
-
     def padded_length(self, num_samples: int) -> int:
         """Samples after padding to whole latent frames (2048 samples each); decoding trims back."""
         return math.ceil(max(num_samples, 1) / self.hop) * self.hop
