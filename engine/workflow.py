@@ -38,7 +38,7 @@ def load_api_workflow(path: str | Path) -> Workflow:
         raise WorkflowError(None, f"{path} is not readable JSON: {exc}") from None
     if isinstance(data, dict) and "nodes" in data and "links" in data:
         raise WorkflowError(None, f"{path} is a UI-format workflow; export it from ComfyUI with 'Export (API)' "
-                            "or use the *_api.json file beside it.")
+                            "or use the API twin in the workflows/api/ folder.")
     if isinstance(data, dict) and isinstance(data.get("prompt"), dict):
         data = data["prompt"]  # a saved /prompt request body
     if not isinstance(data, dict) or not data or not all(isinstance(v, dict) for v in data.values()):
@@ -107,8 +107,9 @@ def _validated_by_node(cls: type, specs: dict[str, tuple[Any, dict, bool]]) -> s
     return set(specs) if spec.varkw else set(spec.args[1:] if spec.args[:1] == ["cls"] else spec.args)
 
 
-def _check_widget(node_id: str, class_type: str, name: str, kind: Any, options: dict, value: Any) -> None:
-    """Check a literal input value against its declared type, range and choices, as ComfyUI's validator does."""
+def check_widget_value(node_id: str, class_type: str, name: str, kind: Any, options: dict, value: Any) -> None:
+    """Check a literal input value against its declared type, range and choices, as ComfyUI's validator does;
+    raise WorkflowError naming the node and input."""
     def fail(message: str) -> None:
         raise WorkflowError(node_id, message, name, class_type)
 
@@ -188,7 +189,7 @@ def validate_workflow(workflow: Workflow, node_classes: dict[str, type]) -> None
             elif name in validated:
                 continue  # the node checks it itself, as inside ComfyUI
             else:
-                _check_widget(node_id, class_type, name, kind, options, value)
+                check_widget_value(node_id, class_type, name, kind, options, value)
         if hasattr(cls, "VALIDATE_INPUTS"):
             verdict = cls.VALIDATE_INPUTS(**{k: (None if _is_link(v) else v) for k, v in inputs.items()
                                             if k in validated})

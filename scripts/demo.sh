@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-env.sh
-exec .venv/bin/pae run workflows/audio_roundtrip_api.json --demo --ui-workflow workflows/audio_roundtrip.json "$@"
+exec .venv/bin/pae run workflows/api/audio_roundtrip_api.json --demo --ui-workflow workflows/audio_roundtrip.json "$@"

@@ -12,7 +12,7 @@ from prompt_audio_edit.engine.audio import read_audio
 from prompt_audio_edit.engine.workflow import execute_workflow, load_api_workflow
 from tests.conftest import TINY_AP_ADAPTER, TINY_AUDIOMAE, TINY_MODEL, tone, write_with_pyav
 
-WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
+WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows" / "api"
 
 
 @pytest.mark.parametrize("name,task", [("timbre_transfer", "timbre transfer"),

@@ -11,7 +11,7 @@ from prompt_audio_edit.engine.audio import read_audio
 from prompt_audio_edit.engine.workflow import execute_workflow, load_api_workflow
 from tests.conftest import TINY_MUSICGEN
 
-WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
+WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows" / "api"
 
 
 @pytest.mark.parametrize("mode", ["replace", "refine", "reweight"])

@@ -14,7 +14,7 @@ from prompt_audio_edit.engine.workflow import CORE_PREVIEW_NODES, WorkflowError,
 from tests.conftest import TINY_MODEL, tone, write_with_pyav
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
-ROUNDTRIP = WORKFLOWS / "audio_roundtrip_api.json"
+ROUNDTRIP = WORKFLOWS / "api" / "audio_roundtrip_api.json"
 
 
 def roundtrip_graph(**changes) -> dict:
@@ -162,9 +162,9 @@ def ui_to_api(ui: dict) -> dict:
     return graph
 
 
-@pytest.mark.parametrize("api_path", sorted(WORKFLOWS.glob("*_api.json")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("api_path", sorted((WORKFLOWS / "api").glob("*_api.json")), ids=lambda p: p.stem)
 def test_ui_and_api_twins_describe_the_same_graph(api_path):
-    ui_path = api_path.with_name(api_path.name.replace("_api.json", ".json"))
+    ui_path = WORKFLOWS / api_path.name.replace("_api.json", ".json")
     ui = json.loads(ui_path.read_text())
     assert ui["version"] == 0.4 and all(value is not None for value in ui.values())
     api = load_api_workflow(api_path)
