@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Iterable
@@ -113,6 +114,13 @@ def output_directory() -> Path:
     if in_comfyui():
         return Path(_folder_paths().get_output_directory())
     return Path(_overrides.get("output") or os.environ.get("PAE_OUTPUT_DIR") or "output").absolute()
+
+
+def temp_directory() -> Path:
+    """Folder for previews the browser shows but nobody keeps (ComfyUI's temp folder, cleared at its start)."""
+    if in_comfyui():
+        return Path(_folder_paths().get_temp_directory())
+    return Path(os.environ.get("PAE_TEMP_DIR") or Path(tempfile.gettempdir()) / "prompt-audio-edit").absolute()
 
 
 def resolve_input_file(name: str, input_name: str = "audio") -> Path:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-
 import os
 import re
+import struct
 import tempfile
+import zlib
 from pathlib import Path
 
 from .errors import PAEInputError
@@ -39,6 +40,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def png_bytes(pixels: "numpy.ndarray") -> bytes:
+    """An 8-bit RGB image [H, W, 3] as PNG bytes (zlib from the standard library; no imaging package needed)."""
+    height, width, _ = pixels.shape
+    rows = b"".join(b"\x00" + pixels[row].tobytes() for row in range(height))  # filter type 0 on every scanline
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit, truecolour, no interlace
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows, 6)) + chunk(b"IEND", b"")
 
 
 def numbered_output_paths(output_dir: str | os.PathLike, filename_prefix: str, extension: str, count: int,

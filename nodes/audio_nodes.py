@@ -8,7 +8,8 @@ from typing import Any
 
 from ..engine import comfy_bridge as bridge
 from ..engine.audio import MP3_QUALITIES, READ_EXTENSIONS, WRITE_FORMATS
-from ..engine.audio_files import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, load_audio_file, save_audio_files
+from ..engine.audio_files import (MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, compare_previews, load_audio_file,
+                                  save_audio_with_previews)
 from ..engine.errors import PAEInputError
 from .base import AUDIO_PLAYER, PAENode
 
@@ -98,6 +99,27 @@ class SaveAudio(PAENode):
             metadata["prompt"] = json.dumps(prompt)
         for key, value in (extra_pnginfo or {}).items():
             metadata[key] = json.dumps(value)
-        results, spectrograms = save_audio_files(audio, filename_prefix, format, mp3_quality=mp3_quality,
-                                                 metadata=metadata)
-        return {"ui": {"audio": results}, "result": (spectrograms,)}
+        shown, spectrograms = save_audio_with_previews(audio, filename_prefix, format, mp3_quality=mp3_quality,
+                                                       metadata=metadata)
+        return {"ui": shown, "result": (spectrograms,)}
+
+
+class CompareAudio(PAENode):
+    NODE_ID = "PAE_CompareAudio"
+    DISPLAY_NAME = "Before / After (PAE)"
+    DESCRIPTION = ("Plays the source and the edit side by side in the browser, with an A/B switch that keeps the "
+                   "play position, and shows both spectrograms. Nothing is saved to the output folder (the clips "
+                   "go to ComfyUI's temp folder); use Save Audio for that.")
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "before": ("AUDIO", {"tooltip": "The source clip (one clip, or one per edit)."}),
+            "after": ("AUDIO", {"tooltip": "The edit; a batch (candidates, seeds, instructions) gives one pair per "
+                                "clip, each against the source."}),
+        }}
+
+    def execute(self, before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+        return {"ui": compare_previews(before, after), "result": ()}
