@@ -1,4 +1,4 @@
-"""The `pae` command: run API-format workflows of the pack's nodes headless, in-process."""
+"""The `pae` command: run API-format workflows of the pack's nodes headless, in-process or on ComfyUI servers."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run an API-format workflow (ComfyUI's 'Export (API)')",
                               description="Run an API-format workflow of Prompt Audio Edit nodes in this process, "
-                              "without a ComfyUI server.")
+                              "or queue it to ComfyUI servers with --server.")
     run.add_argument("workflow", help="the workflow JSON in API format")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE",
                      help="change an input before running (VALUE is parsed as JSON when it can be); repeatable")
@@ -30,6 +30,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--models", default=None, help="models folder (default: $PAE_MODELS_DIR or ./models)")
     run.add_argument("--ui-workflow", default=None,
                      help="the UI-format twin of the workflow, embedded in saved files so they open in ComfyUI")
+    run.add_argument("--server", action="append", default=[], metavar="URL",
+                     help="queue to this ComfyUI server instead of running here (e.g. http://127.0.0.1:8188); "
+                     "repeat or comma-separate for several: jobs are spread over them, one at a time on each")
+    run.add_argument("--input", dest="inputs", action="append", default=[], metavar="[NODE=]PATH",
+                     help="with --server: a batch of input files (a folder, a glob such as 'takes/*.wav', or a file; "
+                     "repeatable), one job each, fed to the workflow's audio loader (NODE= picks one of several)")
+    run.add_argument("--reconnect-wait", type=float, default=10.0, metavar="SECONDS",
+                     help="with --server: how long a server that stops answering may take to come back before its "
+                     "job moves to another server (default 10)")
     run.add_argument("--demo", action="store_true",
                      help="stand in tiny UNTRAINED models for missing model folders and a synthetic clip for "
                      "missing input files (output is noise; for trying the pack without weights)")
@@ -166,9 +175,26 @@ def _quiet_library_progress() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+def _run_on_servers(args: argparse.Namespace) -> int:
+    from .server_run import run_workflow_on_servers
+
+    if args.demo:
+        raise WorkflowError(None, "--demo builds stand-in models here; it does not apply with --server.")
+    workflow = apply_overrides(load_api_workflow(args.workflow), args.overrides)
+    ui_workflow = json.loads(Path(args.ui_workflow).read_text(encoding="utf-8")) if args.ui_workflow else None
+    out_dir = Path(args.out or os.environ.get("PAE_OUTPUT_DIR") or "output").absolute()
+    input_dir = Path(args.input_dir or os.environ.get("PAE_INPUT_DIR") or "input").absolute()
+    return run_workflow_on_servers(workflow, Path(args.workflow).stem, args.server, args.inputs, input_dir, out_dir,
+                                   ui_workflow, reconnect_seconds=args.reconnect_wait)
+
+
 def _run(args: argparse.Namespace) -> int:
     from . import NODE_CLASS_MAPPINGS
 
+    if args.server:
+        return _run_on_servers(args)
+    if args.inputs:
+        raise WorkflowError(None, "--input batches need --server; here, give one file with --set NODE.audio=NAME.")
     _quiet_library_progress()
     bridge.set_directories(models=args.models, input=args.input_dir, output=args.out)
     workflow = apply_overrides(load_api_workflow(args.workflow), args.overrides)
@@ -197,10 +223,15 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `pae` console command."""
+    from .server_run import RunError
+
     args = _parser().parse_args(argv)
     try:
         if args.command == "run":
             return _run(args)
+    except RunError as exc:
+        print(f"pae: {exc}", file=sys.stderr)
+        return 2
     except WorkflowError as exc:
         if exc.__cause__ is not None and os.environ.get("PAE_DEBUG"):
             import traceback

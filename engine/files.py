@@ -10,6 +10,8 @@ import tempfile
 import zlib
 from pathlib import Path
 
+import numpy as np
+
 from .errors import PAEInputError
 
 
@@ -42,7 +44,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
     return path
 
 
-def png_bytes(pixels: "numpy.ndarray") -> bytes:
+def png_bytes(pixels: np.ndarray) -> bytes:
     """An 8-bit RGB image [H, W, 3] as PNG bytes (zlib from the standard library; no imaging package needed)."""
     height, width, _ = pixels.shape
     rows = b"".join(b"\x00" + pixels[row].tobytes() for row in range(height))  # filter type 0 on every scanline

@@ -37,8 +37,8 @@ def load_api_workflow(path: str | Path) -> Workflow:
     except (OSError, ValueError) as exc:
         raise WorkflowError(None, f"{path} is not readable JSON: {exc}") from None
     if isinstance(data, dict) and "nodes" in data and "links" in data:
-        raise WorkflowError(None, f"{path} is a UI-format workflow; export it from ComfyUI with 'Export (API)' "
-                            "or use the API twin in the workflows/api/ folder.")
+        raise WorkflowError(None, f"{path} is a UI-format workflow, but this needs the API format: open it in "
+                            "ComfyUI and use Workflow > Export (API), or take the shipped twin from workflows/api/.")
     if isinstance(data, dict) and isinstance(data.get("prompt"), dict):
         data = data["prompt"]  # a saved /prompt request body
     if not isinstance(data, dict) or not data or not all(isinstance(v, dict) for v in data.values()):
