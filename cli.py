@@ -122,13 +122,30 @@ def _stand_in_ap_adapter(node_id: str, inputs: dict[str, Any], model_folder: Pat
     return notes
 
 
-def _prepare_demo(workflow: dict[str, Any]) -> list[str]:
-    """Build tiny models and a test clip for whatever the workflow names that is missing; say what was stood in."""
+def _stand_in_musicgen(node_id: str, model_name: str, root: Path) -> str | None:
+    """Build a tiny untrained MusicGen where Load MusicGen names one that is missing."""
+    from .engine.errors import PAEInputError
+    from .engine.musicgen import find_musicgen_folder
+
+    try:
+        find_musicgen_folder(model_name)
+        return None
+    except PAEInputError:
+        from .engine.demo_musicgen import build_tiny_musicgen
+
+        folder = root / "models" / "musicgen" / model_name
+        if not (folder / "config.json").is_file():
+            build_tiny_musicgen(folder)
+        return f"MusicGen '{model_name}' (node {node_id}) -> tiny untrained MusicGen at {folder}"
+
+
+def build_stand_ins(workflow: dict[str, Any], root: Path) -> list[str]:
+    """Build tiny untrained models (under root/models) and a test clip (under root/input) for whatever the workflow
+    names that is missing; say what was stood in. Used by --demo and by the real-ComfyUI test."""
     from .engine.demo_models import write_demo_clip
     from .engine.errors import PAEInputError
 
     stood_in = []
-    root = _demo_root()
     model_folder = None
     for node_id, node in workflow.items():
         inputs = node.get("inputs", {})
@@ -147,6 +164,11 @@ def _prepare_demo(workflow: dict[str, Any]) -> list[str]:
                     model_folder = folder if (folder / "unet").is_dir() else None  # AudioLDM2 (diffusers) only
                 except PAEInputError:
                     pass
+        if class_type == "PAE_LoadMusicGen" and isinstance(inputs.get("model_name"), str):
+            note = _stand_in_musicgen(node_id, inputs["model_name"], root)
+            if note:
+                bridge.add_model_root(root / "models")
+                stood_in.append(note)
         if class_type == "PAE_LoadAudio" and isinstance(inputs.get("audio"), str):
             try:
                 exists = bridge.resolve_input_file(inputs["audio"]).is_file()
@@ -202,7 +224,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.ui_workflow:
         extra_pnginfo["workflow"] = json.loads(Path(args.ui_workflow).read_text(encoding="utf-8"))
     if args.demo:
-        stood_in = _prepare_demo(workflow)
+        stood_in = build_stand_ins(workflow, _demo_root())
         if stood_in:
             print(f"{_BANNER}\nDEMO MODE: these are stand-ins, NOT real weights or your audio. The output is noise "
                   f"from an untrained model.\n" + "\n".join(f"  - {s}" for s in stood_in) + f"\n{_BANNER}",

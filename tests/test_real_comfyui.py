@@ -1,0 +1,116 @@
+"""Against a real ComfyUI (COMFYUI_DIR=path/to/ComfyUI; COMFYUI_PYTHON = its interpreter if not this one):
+start it on a free loopback port with the pack linked in and tiny models in a temporary base directory, check the
+pack's nodes, web extension and templates are served, queue every API workflow through `pae run --server`, check the
+outputs decode, stop the server. Skipped without COMFYUI_DIR."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from prompt_audio_edit.cli import build_stand_ins, main as pae
+from prompt_audio_edit.engine import comfy_bridge as bridge
+from prompt_audio_edit.engine.audio import read_audio
+from prompt_audio_edit.engine.demo_models import write_demo_clip
+from tests.fake_comfy import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+API_WORKFLOWS = sorted((REPO / "workflows" / "api").glob("*_api.json"))
+COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
+PACK_FOLDER = "prompt-audio-edit"
+
+pytestmark = pytest.mark.skipif(
+    not COMFYUI_DIR, reason="needs a ComfyUI checkout: set COMFYUI_DIR (and COMFYUI_PYTHON to its interpreter) "
+    "to run the pack's workflows on a real ComfyUI server")
+
+
+def get(url: str, timeout: float = 5.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read()
+
+
+@pytest.fixture(scope="module")
+def comfyui(tmp_path_factory):
+    """A ComfyUI server on a free port; base directory with the pack linked and tiny models under shipped names."""
+    checkout = Path(COMFYUI_DIR)
+    if "--base-directory" not in (checkout / "comfy" / "cli_args.py").read_text():
+        pytest.skip("this ComfyUI has no --base-directory option (needs ComfyUI 0.3.30 or later)")
+    base = tmp_path_factory.mktemp("comfy_base")
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / PACK_FOLDER).symlink_to(REPO, target_is_directory=True)
+    write_demo_clip(base / "input" / "example.wav", seconds=12.0)
+    bridge.reset_directories()
+    bridge.set_directories(models=str(base / "models"), input=str(base / "input"))
+    for path in API_WORKFLOWS:
+        build_stand_ins(json.loads(path.read_text()), base)
+    bridge.reset_directories()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(base / "comfyui.log", "w")
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")  # no __pycache__ written into the linked pack
+    process = subprocess.Popen([os.environ.get("COMFYUI_PYTHON", sys.executable), "main.py", "--cpu",
+                                "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(base),
+                                "--disable-auto-launch"], cwd=checkout, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                get(url + "/system_stats", 2)
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.flush()
+                    pytest.fail("ComfyUI did not start:\n" + (base / "comfyui.log").read_text()[-3000:])
+                time.sleep(1)
+        yield {"url": url, "base": base, "log": base / "comfyui.log"}
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def test_the_pack_its_extension_and_its_templates_are_served(comfyui):
+    url = comfyui["url"]
+    nodes = json.loads(get(url + "/object_info", 60))
+    recorded = json.loads((REPO / "tests" / "node_contract.json").read_text())
+    assert set(recorded) <= set(nodes), "ComfyUI did not load every node of the pack:\n" + comfyui["log"].read_text()
+    assert nodes["PAE_CompareAudio"]["output_node"] is True
+    assert f"/extensions/{PACK_FOLDER}/prompt_audio_edit.js" in json.loads(get(url + "/extensions"))
+    assert b"PromptAudioEdit.Players" in get(f"{url}/extensions/{PACK_FOLDER}/prompt_audio_edit.js")
+    templates = json.loads(get(url + "/workflow_templates"))
+    ui_names = sorted(p.stem for p in (REPO / "workflows").glob("*.json"))
+    assert sorted(templates[PACK_FOLDER]) == ui_names
+    first = json.loads(get(f"{url}/api/workflow_templates/{PACK_FOLDER}/{ui_names[0]}.json"))
+    assert first["version"] == 0.4
+
+
+@pytest.mark.parametrize("api_path", API_WORKFLOWS, ids=lambda p: p.stem)
+def test_every_workflow_runs_through_server_mode(comfyui, api_path, tmp_path, capsys):
+    graph = json.loads(api_path.read_text())
+    for node in graph.values():  # short clips keep the tiny models quick; the graph is otherwise as shipped
+        if node["class_type"] == "PAE_LoadAudio":
+            node["inputs"]["duration"] = 3.0
+        if node["class_type"] == "PAE_MusicGenEdit":
+            node["inputs"]["duration"] = 2.0
+    workflow = tmp_path / api_path.name
+    workflow.write_text(json.dumps(graph))
+    code = pae(["run", str(workflow), "--server", comfyui["url"], "--input-dir", str(comfyui["base"] / "input"),
+                "--out", str(tmp_path / "out"), "--ui-workflow", str(REPO / "workflows" / api_path.name.replace(
+                    "_api.json", ".json"))])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err + "\n" + comfyui["log"].read_text()[-3000:]
+    saved = [Path(line) for line in printed.out.splitlines()]
+    assert saved and all(path.is_relative_to(tmp_path / "out") for path in saved)
+    for path in saved:
+        audio = read_audio(path)
+        assert audio["waveform"].shape[-1] > 0 and audio["waveform"].isfinite().all()
