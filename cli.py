@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -234,7 +235,9 @@ def _run(args: argparse.Namespace) -> int:
     def on_node(position: int, total: int, node_id: str, class_type: str) -> None:
         print(f"[{position}/{total}] node {node_id}: {class_type}", file=sys.stderr, flush=True)
 
-    results = execute_workflow(workflow, NODE_CLASS_MAPPINGS, extra_pnginfo=extra_pnginfo, on_node=on_node)
+    with tempfile.TemporaryDirectory(prefix="pae-previews-") as previews:  # browser previews: nobody sees them here
+        bridge.set_directories(temp=previews)
+        results = execute_workflow(workflow, NODE_CLASS_MAPPINGS, extra_pnginfo=extra_pnginfo, on_node=on_node)
     out_dir = bridge.output_directory()
     for run in results.values():
         for item in run.ui.get("audio", []):

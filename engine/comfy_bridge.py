@@ -48,9 +48,10 @@ def _folder_paths():
 
 
 # ----------------------------------------------------------------------------------------- folders
-def set_directories(*, models: str | None = None, input: str | None = None, output: str | None = None) -> None:
-    """Override the standalone folders (the headless runner's --models/--input-dir/--out)."""
-    for key, value in (("models", models), ("input", input), ("output", output)):
+def set_directories(*, models: str | None = None, input: str | None = None, output: str | None = None,
+                    temp: str | None = None) -> None:
+    """Override the standalone folders (the headless runner's --models/--input-dir/--out, and its own temp folder)."""
+    for key, value in (("models", models), ("input", input), ("output", output), ("temp", temp)):
         if value is not None:
             _overrides[key] = str(value)
 
@@ -120,7 +121,8 @@ def temp_directory() -> Path:
     """Folder for previews the browser shows but nobody keeps (ComfyUI's temp folder, cleared at its start)."""
     if in_comfyui():
         return Path(_folder_paths().get_temp_directory())
-    return Path(os.environ.get("PAE_TEMP_DIR") or Path(tempfile.gettempdir()) / "prompt-audio-edit").absolute()
+    return Path(_overrides.get("temp") or os.environ.get("PAE_TEMP_DIR")
+                or Path(tempfile.gettempdir()) / "prompt-audio-edit").absolute()
 
 
 def resolve_input_file(name: str, input_name: str = "audio") -> Path:

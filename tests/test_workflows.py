@@ -57,7 +57,7 @@ def test_cli_runs_the_shipped_workflow_with_overrides(tiny_dirs, capsys):
     printed = capsys.readouterr()
     path = Path(printed.out.strip().splitlines()[-1])
     assert path == tiny_dirs["output"] / "cli" / "out_00001_.mp3" and path.is_file()
-    assert "[4/5]" in printed.err or "[5/5]" in printed.err
+    assert "/6] node 5: PAE_SaveAudio" in printed.err and "[6/6]" in printed.err
 
 
 def test_cli_demo_mode_builds_stand_ins_and_says_so(tmp_path, monkeypatch, capsys):
