@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,8 @@ def comparable(graph: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_workflows(url: str, ui_paths: list[Path], chromium: str | None = None, thumbnails: Path | None = None,
-                    clip_seconds: float | None = 3.0, timeout_s: float = 600.0) -> list[dict[str, Any]]:
+                    clip_seconds: float | None = 3.0, timeout_s: float = 600.0,
+                    screenshots: Path | None = None) -> list[dict[str, Any]]:
     """Run each workflow through the page; return one report per workflow (problems listed, empty when all is well)."""
     from playwright.sync_api import sync_playwright
 
@@ -72,17 +74,29 @@ def check_workflows(url: str, ui_paths: list[Path], chromium: str | None = None,
                     const w = n.widgets.find((w) => w.name === "duration"); w.value = seconds; })""", clip_seconds)
             before = page.evaluate("async () => Object.keys(await (await fetch('/history?max_items=10000')).json()).length")
             page.evaluate("() => app.queuePrompt(0, 1)")
-            page.wait_for_function("""async (count) => {
-                const queue = await (await fetch('/queue')).json();
-                const done = Object.keys(await (await fetch('/history?max_items=10000')).json()).length;
-                return done > count && !queue.queue_running.length && !queue.queue_pending.length; }""",
-                                   arg=before, timeout=timeout_s * 1000, polling=1000)
-            status = page.evaluate("""async () => { const h = await (await fetch('/history?max_items=1')).json();
-                const entry = Object.values(h)[0]; return entry.status; }""")
+            deadline = time.monotonic() + timeout_s
+            while not page.evaluate("""async (count) => {
+                    const queue = await (await fetch('/queue')).json();
+                    const done = Object.keys(await (await fetch('/history?max_items=10000')).json()).length;
+                    return done > count && !queue.queue_running.length && !queue.queue_pending.length; }""", before):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{path.name} did not finish within {timeout_s} s")
+                page.wait_for_timeout(1000)
+            status = page.evaluate("""async () => {
+                const history = Object.values(await (await fetch('/history?max_items=10000')).json());
+                return history.sort((a, b) => b.prompt[0] - a.prompt[0])[0].status; }""")
             if status.get("status_str") != "success":
                 problems.append(f"the run failed: {json.dumps(status.get('messages'))[:600]}")
-            page.wait_for_timeout(1500)  # players and previews load their files
+            # The canvas loads a node's preview images when it draws the node: bring each output node into view.
+            for node_id in page.evaluate("""() => app.graph._nodes.filter((n) => n.constructor.nodeData?.output_node)
+                                            .map((n) => n.id)"""):
+                page.evaluate("(id) => { app.canvas.centerOnNode(app.graph.getNodeById(id)); "
+                              "app.canvas.setDirty(true, true); }", node_id)
+                page.wait_for_timeout(700)
             nodes = page.evaluate(INSPECT)
+            if screenshots is not None:  # the last output node in view, after the run
+                screenshots.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(screenshots / f"{path.stem}_after_run.png"))
             for node in nodes:
                 if node["type"] == "PAE_SaveAudio":
                     if "/view?" not in node["player"]:
@@ -105,9 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", required=True)
     parser.add_argument("--chromium", default=None, help="a Chromium executable (e.g. /usr/bin/chromium)")
     parser.add_argument("--thumbnails", type=Path, default=None, help="write <name>.jpg screenshots here")
+    parser.add_argument("--screenshots", type=Path, default=None, help="write <name>_after_run.png here")
     parser.add_argument("--clip-seconds", type=float, default=3.0, help="shorten Load Audio to this; 0 keeps it")
     args = parser.parse_args(argv)
-    reports = check_workflows(args.url, args.workflows, args.chromium, args.thumbnails, args.clip_seconds or None)
+    reports = check_workflows(args.url, args.workflows, args.chromium, args.thumbnails, args.clip_seconds or None,
+                               screenshots=args.screenshots)
     for report in reports:
         shown = {n["type"]: n for n in report["nodes"]}
         summary = ", ".join(f"{t}: player={'yes' if n['player'] or n['panel_audio'] else 'no'} images={n['images']}"

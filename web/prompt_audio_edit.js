@@ -86,7 +86,7 @@ function pairRow(pair, label) {
   return row;
 }
 
-function panel(node, rows) {
+function panel(node, rows, minWidth = 360) {
   let widget = node.widgets?.find((w) => w.name === PANEL);
   if (!widget) {
     const element = document.createElement("div");
@@ -102,7 +102,7 @@ function panel(node, rows) {
   widget.paeRows = rows.length;
   widget.element.replaceChildren(...rows);
   const size = node.computeSize();
-  node.setSize([Math.max(node.size[0], size[0], 360), Math.max(node.size[1], size[1])]);
+  node.setSize([Math.max(node.size[0], size[0], minWidth), Math.max(node.size[1], size[1])]);
   node.setDirtyCanvas?.(true, true);
 }
 
@@ -114,7 +114,8 @@ function render(node, output) {
   if (!output) return;
   if (Array.isArray(output.pae_compare) && output.pae_compare.length) {
     const pairs = output.pae_compare;
-    panel(node, pairs.map((pair, i) => pairRow(pair, pairs.length > 1 ? `${i + 1}: ` : "")));
+    // Wide enough that both players show their time.
+    panel(node, pairs.map((pair, i) => pairRow(pair, pairs.length > 1 ? `${i + 1}: ` : "")), 600);
     return;
   }
   const clips = Array.isArray(output.audio) ? output.audio : [];
