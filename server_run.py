@@ -449,7 +449,7 @@ def _output_files(entry: dict) -> list[dict]:
     """Files the job saved to the server's output folder (previews in temp are left alone)."""
     files = []
     for node_id in sorted(entry.get("outputs", {}), key=lambda k: (len(k), k)):
-        for kind, items in entry["outputs"][node_id].items():
+        for items in entry["outputs"][node_id].values():
             if isinstance(items, list):
                 files += [item for item in items if isinstance(item, dict) and item.get("type") == "output"
                           and isinstance(item.get("filename"), str)]
@@ -543,17 +543,16 @@ async def check_servers(http: Any, servers: list[Server], options: Options, boar
     for server in servers:
         try:
             async with http.get(server.endpoint("/system_stats")) as response:
-                body = await response.text()
-                stats = json.loads(body) if response.status == 200 else None
+                status, body = response.status, await response.text()
+            try:
+                stats = json.loads(body) if status == 200 else None
+            except ValueError:
+                stats = None
             if not isinstance(stats, dict) or "system" not in stats:
-                status = f"HTTP {response.status}" if response.status != 200 else "an answer that is not ComfyUI's"
-                problems.append(f"{server.url} answers but is not a ComfyUI server (GET /system_stats gave {status}); "
+                answer = f"HTTP {status}" if status != 200 else "an answer that is not ComfyUI's"
+                problems.append(f"{server.url} answers but is not a ComfyUI server (GET /system_stats gave {answer}); "
                                 "give the address ComfyUI prints at start, e.g. http://127.0.0.1:8188")
                 server.alive = False
-        except ValueError:
-            problems.append(f"{server.url} answers but is not a ComfyUI server (GET /system_stats is not JSON); "
-                            "give the address ComfyUI prints at start, e.g. http://127.0.0.1:8188")
-            server.alive = False
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             reason = getattr(exc, "os_error", None) or exc
             problems.append(f"cannot reach ComfyUI at {server.url} ({getattr(reason, 'strerror', None) or reason}); "

@@ -82,8 +82,8 @@ def _is_link(value: Any) -> bool:
     return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
 
 
-def _input_specs(cls: type) -> dict[str, tuple[Any, dict, bool]]:
-    """name -> (type or choice list, options, required) for every non-hidden input."""
+def input_specs(cls: type) -> dict[str, tuple[Any, dict, bool]]:
+    """name -> (type or choice list, options, required) for every non-hidden input, in ComfyUI's layout order."""
     declared = cls.INPUT_TYPES()
     specs = {}
     for section, required in (("required", True), ("optional", False)):
@@ -162,7 +162,7 @@ def validate_workflow(workflow: Workflow, node_classes: dict[str, type]) -> None
                                 f"{', '.join(sorted(node_classes))}.")
         cls = node_classes[class_type]
         inputs = node.get("inputs", {})
-        specs = _input_specs(cls)  # INPUT_TYPES may list folders: ask once per node
+        specs = input_specs(cls)  # INPUT_TYPES may list folders: ask once per node
         validated = _validated_by_node(cls, specs)
         for name, (kind, options, required) in specs.items():
             if name not in inputs:

@@ -17,12 +17,12 @@ CONTRACT_FILE = Path(__file__).resolve().parent.parent / "tests" / "node_contrac
 def current_contract() -> dict[str, dict[str, list[str]]]:
     """node id -> {"inputs": ["name:TYPE", ...] in layout order, "outputs": [TYPE, ...]} for every node now."""
     from prompt_audio_edit import NODE_CLASS_MAPPINGS
+    from prompt_audio_edit.engine.workflow import input_specs
 
     contract = {}
     for node_id, cls in sorted(NODE_CLASS_MAPPINGS.items()):
-        spec = cls.INPUT_TYPES()
-        inputs = [f"{name}:{'COMBO' if isinstance(entry[0], list) else entry[0]}"
-                  for section in ("required", "optional") for name, entry in spec.get(section, {}).items()]
+        inputs = [f"{name}:{'COMBO' if isinstance(kind, (list, tuple)) else kind}"
+                  for name, (kind, _, _) in input_specs(cls).items()]
         contract[node_id] = {"inputs": inputs, "outputs": list(cls.RETURN_TYPES)}
     return contract
 

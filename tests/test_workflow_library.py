@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from prompt_audio_edit import NODE_CLASS_MAPPINGS
-from prompt_audio_edit.engine.workflow import WorkflowError, check_widget_value, load_api_workflow
+from prompt_audio_edit.engine.workflow import WorkflowError, check_widget_value, input_specs, load_api_workflow
 from prompt_audio_edit.nodes.base import AUDIO_PLAYER
 from scripts.node_contract import CONTRACT_FILE, current_contract
 
@@ -31,9 +31,7 @@ def empty_folders(dirs):
 
 def declared(cls: type) -> list[tuple[str, Any, dict]]:
     """(name, type or choices, options) of every input in the order ComfyUI lays out widgets and sockets."""
-    spec = cls.INPUT_TYPES()
-    return [(name, entry[0], entry[1] if len(entry) > 1 else {})
-            for section in ("required", "optional") for name, entry in spec.get(section, {}).items()]
+    return [(name, kind, options) for name, (kind, options, _) in input_specs(cls).items()]
 
 
 def check_widgets(node: dict[str, Any]) -> None:
