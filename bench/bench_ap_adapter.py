@@ -31,7 +31,7 @@ CONFIGS = ("apply_cached", "apply_rebuild", "sample_plain", "sample_adapter_w2",
 
 
 def _write_real_size_audiomae(path: Path) -> None:
-    from prompt_audio_edit.engine.audiomae import AudioMAE
+    from prompt_audio_edit.engine.models.audiomae import AudioMAE
 
     torch.manual_seed(0)
     state = {k: torch.randn_like(v) * 0.02 for k, v in AudioMAE().state_dict().items()}  # ViT-B/16: 768 x 12 blocks
@@ -48,11 +48,11 @@ def _clip(seconds: float, index: int) -> dict:
 
 
 def _run(config: str, args: dict, queue) -> None:
-    from prompt_audio_edit.engine import comfy_bridge as bridge
-    from prompt_audio_edit.engine import models
-    from prompt_audio_edit.engine.ap_adapter import apply_ap_adapter, load_ap_adapter
-    from prompt_audio_edit.engine.audiomae import AudioMAE, audio_features, load_audio_encoder, pool_audio_tokens
-    from prompt_audio_edit.engine.generation import sample
+    from prompt_audio_edit.engine.core import bridge
+    from prompt_audio_edit.engine.backbones import registry as models
+    from prompt_audio_edit.engine.methods.ap_adapter import apply_ap_adapter, load_ap_adapter
+    from prompt_audio_edit.engine.models.audiomae import AudioMAE, audio_features, load_audio_encoder, pool_audio_tokens
+    from prompt_audio_edit.engine.diffusion.sampling import sample
 
     torch.manual_seed(0)
     root = Path(args["root"])
@@ -84,7 +84,7 @@ def _run(config: str, args: dict, queue) -> None:
         backbone.pipeline.unet = real_size_unet(True).requires_grad_(False).to(backbone.device, backbone.dtype)
         model = backbone
         if config != "sample_plain":
-            from prompt_audio_edit.engine.demo_ap_adapter import tiny_adapter_state
+            from prompt_audio_edit.standins.ap_adapter import tiny_adapter_state
 
             torch.save(tiny_adapter_state(backbone.denoiser), root / "ap_adapter" / "large.bin")
             adapter = load_ap_adapter("large.bin", "pretrained.pth", dtype_name)
@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=list(CONFIGS), choices=CONFIGS)
     args = parser.parse_args()
 
-    from prompt_audio_edit.engine.demo_models import build_tiny_audioldm2
+    from prompt_audio_edit.standins.audioldm2 import build_tiny_audioldm2
 
     with tempfile.TemporaryDirectory() as tmp:
         build_tiny_audioldm2(Path(tmp) / "diffusers" / "bench", layout="large")

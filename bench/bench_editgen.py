@@ -45,10 +45,10 @@ def _small_size(model) -> None:
 
 
 def _run(config: str, args: dict, queue) -> None:
-    from prompt_audio_edit.engine import comfy_bridge as bridge
-    from prompt_audio_edit.engine.attention_edit import make_attention_edit
-    from prompt_audio_edit.engine.editgen import EditGenSettings, edit_music
-    from prompt_audio_edit.engine.musicgen import SamplingSettings, load_musicgen
+    from prompt_audio_edit.engine.core import bridge
+    from prompt_audio_edit.engine.attention.edit import make_attention_edit
+    from prompt_audio_edit.engine.methods.editgen import EditGenSettings, edit_music
+    from prompt_audio_edit.engine.models.musicgen import SamplingSettings, load_musicgen
 
     torch.manual_seed(0)
     bridge.set_directories(models=args["root"])
@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    from prompt_audio_edit.engine.demo_musicgen import build_tiny_musicgen
+    from prompt_audio_edit.standins.musicgen import build_tiny_musicgen
 
     with tempfile.TemporaryDirectory() as tmp:
         build_tiny_musicgen(Path(tmp) / "musicgen" / "bench")

@@ -38,11 +38,11 @@ def real_size_unet(large: bool):
 
 
 def _run(config: str, args: dict, queue) -> None:
-    from prompt_audio_edit.engine import comfy_bridge as bridge
-    from prompt_audio_edit.engine import models
-    from prompt_audio_edit.engine.attention_edit import make_attention_edit
-    from prompt_audio_edit.engine.fuser import fuse_edit, redenoise
-    from prompt_audio_edit.engine.inversion import invert
+    from prompt_audio_edit.engine.core import bridge
+    from prompt_audio_edit.engine.backbones import registry as models
+    from prompt_audio_edit.engine.attention.edit import make_attention_edit
+    from prompt_audio_edit.engine.methods.ppae import fuse_edit, redenoise
+    from prompt_audio_edit.engine.diffusion.inversion import invert
 
     torch.manual_seed(0)
     root = Path(args["root"])
@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    from prompt_audio_edit.engine.demo_models import build_tiny_audioldm2
+    from prompt_audio_edit.standins.audioldm2 import build_tiny_audioldm2
 
     with tempfile.TemporaryDirectory() as tmp:
         build_tiny_audioldm2(Path(tmp) / "diffusers" / "bench", layout="large" if args.large else "base")

@@ -41,10 +41,10 @@ def _real_size_dit(backbone, in_channels: int) -> None:
 
 
 def _run(config: str, args: dict, queue) -> None:
-    from prompt_audio_edit.engine import comfy_bridge as bridge
-    from prompt_audio_edit.engine import models
-    from prompt_audio_edit.engine.generation import sample
-    from prompt_audio_edit.engine.instruct import instruct_edit
+    from prompt_audio_edit.engine.core import bridge
+    from prompt_audio_edit.engine.backbones import registry as models
+    from prompt_audio_edit.engine.diffusion.sampling import sample
+    from prompt_audio_edit.engine.methods.instruct import instruct_edit
 
     bridge.set_directories(models=args["root"])
     backbone = models.load_backbone("diffusers/bench-instruct" if config == "instruct edit" else "diffusers/bench",
@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    from prompt_audio_edit.engine.demo_stable_audio import build_tiny_stable_audio
+    from prompt_audio_edit.standins.stable_audio import build_tiny_stable_audio
 
     with tempfile.TemporaryDirectory() as tmp:
         build_tiny_stable_audio(Path(tmp) / "diffusers" / "bench", max_seconds=47.0)

@@ -50,7 +50,7 @@ def main() -> None:
     pack, torch_only = import_time(args.repeats)
     print(f"import prompt_audio_edit: {pack:.2f} s (of which import torch alone: {torch_only:.2f} s)")
 
-    from prompt_audio_edit.engine.mel import MelFrontEnd
+    from prompt_audio_edit.engine.backbones.mel import MelFrontEnd
 
     vae, vocoder = real_size_vae_and_vocoder()
     samples = int(args.seconds * 16000)

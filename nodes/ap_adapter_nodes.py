@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine import comfy_bridge as bridge
-from ..engine.ap_adapter import AP_TASKS, MAX_SCALE, ap_task_settings, apply_ap_adapter, load_ap_adapter
-from ..engine.audiomae import POOLING_RATES, list_weight_files
+from ..engine.core import bridge
+from ..engine.methods.ap_adapter import AP_TASKS, MAX_SCALE, ap_task_settings, apply_ap_adapter, load_ap_adapter
+from ..engine.models.audiomae import POOLING_RATES, list_weight_files
 from .base import PAE_AP_ADAPTER, PAE_MODEL, PAENode
 
 _POOLING_TOOLTIP = ("ω, the AudioMAE pooling rate: 1, 2, 4 or 8 (512, 128, 32 or 8 audio tokens of the clip's 64 x 8 "

@@ -6,11 +6,11 @@ import hashlib
 import json
 from typing import Any
 
-from ..engine import comfy_bridge as bridge
-from ..engine.audio import MP3_QUALITIES, READ_EXTENSIONS, WRITE_FORMATS
-from ..engine.audio_files import (MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, compare_previews, load_audio_file,
+from ..engine.core import bridge
+from ..engine.io.audio import MP3_QUALITIES, READ_EXTENSIONS, WRITE_FORMATS
+from ..engine.io.audio_files import (MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, compare_previews, load_audio_file,
                                   save_audio_with_previews)
-from ..engine.errors import PAEInputError
+from ..engine.core.errors import PAEInputError
 from .base import AUDIO_PLAYER, PAENode
 
 

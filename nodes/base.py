@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine.errors import PAEInputError
+from ..engine.core.errors import PAEInputError
 
 CATEGORY = "audio/edit"
 # The pack's own ComfyUI types, named once.

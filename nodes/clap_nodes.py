@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine import comfy_bridge as bridge
-from ..engine.clap import list_clap_models, load_clap, select_candidates
+from ..engine.core import bridge
+from ..engine.models.clap import list_clap_models, load_clap, select_candidates
 from .base import PAE_CLAP, PAENode
 
 

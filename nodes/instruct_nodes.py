@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine import comfy_bridge as bridge
-from ..engine.instruct import (DEFAULT_GUIDANCE, DEFAULT_NOISE_LEVEL, DEFAULT_STEPS, MAX_ROWS, instruct_edit,
+from ..engine.core import bridge
+from ..engine.methods.instruct import (DEFAULT_GUIDANCE, DEFAULT_NOISE_LEVEL, DEFAULT_STEPS, MAX_ROWS, instruct_edit,
                                list_instruct_models, load_instruct_model)
 from .base import PAE_MODEL, PAENode
 

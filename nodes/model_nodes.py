@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine import comfy_bridge as bridge
-from ..engine.models import DIFFUSION_KINDS, list_models, load_backbone
-from ..engine.vae import DECODE_RATES, vae_decode, vae_encode
+from ..engine.core import bridge
+from ..engine.backbones.registry import DIFFUSION_KINDS, list_models, load_backbone
+from ..engine.diffusion.vae import DECODE_RATES, vae_decode, vae_encode
 from .base import PAE_MODEL, PAENode
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine import comfy_bridge as bridge
-from ..engine.editgen import REWEIGHT_FORMS, musicgen_edit
-from ..engine.musicgen import list_musicgen_models, load_musicgen
+from ..engine.core import bridge
+from ..engine.methods.editgen import REWEIGHT_FORMS, musicgen_edit
+from ..engine.models.musicgen import list_musicgen_models, load_musicgen
 from .base import PAE_ATTENTION_EDIT, PAE_MUSICGEN, PAENode
 
 

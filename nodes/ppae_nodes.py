@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine.attention_edit import (DEFAULT_CROSS_WINDOW, DEFAULT_SELF_MIN_DOWNSAMPLING, EDIT_MODES, STREAM_CHOICES,
+from ..engine.attention.edit import (DEFAULT_CROSS_WINDOW, DEFAULT_SELF_MIN_DOWNSAMPLING, EDIT_MODES, STREAM_CHOICES,
                                      make_attention_edit)
-from ..engine.fuser import DEFAULT_BLEND_START, fuse_edit, prompt_edit
-from ..engine.fusion import SCHEDULE_KINDS, FusionSchedule
-from ..engine.inversion import INVERSION_METHODS, invert
+from ..engine.methods.ppae import DEFAULT_BLEND_START, fuse_edit, prompt_edit
+from ..engine.attention.schedule import SCHEDULE_KINDS, FusionSchedule
+from ..engine.diffusion.inversion import INVERSION_METHODS, invert
 from .base import PAE_ATTENTION_EDIT, PAE_INVERSION, PAE_MODEL, PAENode
 
 _DEFAULT_SCHEDULE = FusionSchedule()

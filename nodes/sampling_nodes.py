@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine.generation import MAX_BATCH, sample
+from ..engine.diffusion.sampling import MAX_BATCH, sample
 from .base import PAE_MODEL, PAENode
 
 

@@ -17,7 +17,7 @@ CONTRACT_FILE = Path(__file__).resolve().parent.parent / "tests" / "node_contrac
 def current_contract() -> dict[str, dict[str, list[str]]]:
     """node id -> {"inputs": ["name:TYPE", ...] in layout order, "outputs": [TYPE, ...]} for every node now."""
     from prompt_audio_edit import NODE_CLASS_MAPPINGS
-    from prompt_audio_edit.engine.workflow import input_specs
+    from prompt_audio_edit.runner.workflow import input_specs
 
     contract = {}
     for node_id, cls in sorted(NODE_CLASS_MAPPINGS.items()):

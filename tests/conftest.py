@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from prompt_audio_edit.engine import comfy_bridge as bridge
-from prompt_audio_edit.engine import models as model_registry
+from prompt_audio_edit.engine.core import bridge
+from prompt_audio_edit.engine.backbones import registry as model_registry
 
 TINY_MODEL = "diffusers/tiny-audioldm2"
 TINY_V_MODEL = "diffusers/tiny-audioldm2-v"  # the same weights with a v-prediction scheduler
@@ -28,7 +28,7 @@ def tiny_models_root(tmp_path_factory) -> Path:
     """A models folder with a tiny AudioLDM2 (-large layout; ε and v copies), a tiny Tango, and an AP-Adapter and
     AudioMAE fitting the AudioLDM2, a tiny MusicGen, and tiny Stable Audio Open / SAO-Instruct (diffusers and
     stable-audio-tools layouts), built once per session."""
-    from prompt_audio_edit.engine.demo_models import build_tiny_audioldm2
+    from prompt_audio_edit.standins.audioldm2 import build_tiny_audioldm2
 
     import json
     import shutil
@@ -40,17 +40,17 @@ def tiny_models_root(tmp_path_factory) -> Path:
     config = json.loads(config_path.read_text())
     config["prediction_type"] = "v_prediction"
     config_path.write_text(json.dumps(config))
-    from prompt_audio_edit.engine.demo_tango import build_tiny_tango
+    from prompt_audio_edit.standins.tango import build_tiny_tango
 
     build_tiny_tango(root / "tango" / "tiny-tango", seed=0)
-    from prompt_audio_edit.engine.demo_ap_adapter import build_tiny_ap_adapter, build_tiny_audiomae
+    from prompt_audio_edit.standins.ap_adapter import build_tiny_ap_adapter, build_tiny_audiomae
 
     build_tiny_ap_adapter(root / "ap_adapter" / TINY_AP_ADAPTER, folder, seed=0)
     build_tiny_audiomae(root / "audio_encoders" / TINY_AUDIOMAE, seed=0)
-    from prompt_audio_edit.engine.demo_musicgen import build_tiny_musicgen
+    from prompt_audio_edit.standins.musicgen import build_tiny_musicgen
 
     build_tiny_musicgen(root / "musicgen" / TINY_MUSICGEN, seed=0)
-    from prompt_audio_edit.engine.demo_stable_audio import build_tiny_stable_audio, save_stable_audio_tools_checkpoint
+    from prompt_audio_edit.standins.stable_audio import build_tiny_stable_audio, save_stable_audio_tools_checkpoint
 
     build_tiny_stable_audio(root / TINY_SAO, seed=0, max_seconds=TINY_SAO_SECONDS)
     instruct = build_tiny_stable_audio(root / TINY_SAO_INSTRUCT, seed=1, in_channels=128, max_seconds=TINY_SAO_SECONDS)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from prompt_audio_edit.engine import ap_adapter as ap
-from prompt_audio_edit.engine import audiomae
-from prompt_audio_edit.engine import models as model_registry
-from prompt_audio_edit.engine.demo_ap_adapter import adapted_layer_shapes, tiny_adapter_state, tiny_audiomae_state
-from prompt_audio_edit.engine.errors import PAEInputError
-from prompt_audio_edit.engine.generation import sample
+from prompt_audio_edit.engine.methods import ap_adapter as ap
+from prompt_audio_edit.engine.models import audiomae
+from prompt_audio_edit.engine.backbones import registry as model_registry
+from prompt_audio_edit.standins.ap_adapter import adapted_layer_shapes, tiny_adapter_state, tiny_audiomae_state
+from prompt_audio_edit.engine.core.errors import PAEInputError
+from prompt_audio_edit.engine.diffusion.sampling import sample
 from prompt_audio_edit.nodes import NODE_CLASS_MAPPINGS
 from tests.conftest import TINY_AP_ADAPTER, TINY_AUDIOMAE, TINY_TANGO
 
@@ -191,7 +191,7 @@ def test_processors_are_restored_after_an_error_mid_run(adapter, tiny_backbone, 
         seen.append(type(tiny_backbone.denoiser.attn_processors[next(iter(adapter.weights.layers))]).__name__)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("prompt_audio_edit.engine.generation.guided_prediction", fail)
+    monkeypatch.setattr("prompt_audio_edit.engine.diffusion.sampling.guided_prediction", fail)
     with pytest.raises(KeyboardInterrupt):
         generate(adapted)
     assert seen == ["AudioPromptProcessor"]
@@ -199,7 +199,7 @@ def test_processors_are_restored_after_an_error_mid_run(adapter, tiny_backbone, 
 
 
 def test_sampling_stops_within_one_step_when_interrupted(adapter, tiny_backbone, monkeypatch):
-    from prompt_audio_edit.engine import comfy_bridge as bridge
+    from prompt_audio_edit.engine.core import bridge
 
     adapted = ap.apply_ap_adapter(tiny_backbone, adapter, clip(1.0), scale=0.5, pooling=4)
     calls = []
@@ -254,7 +254,7 @@ def test_batches_pair_prompt_clips_with_their_rows(adapter, tiny_backbone):
 
 # ------------------------------------------------------------------------------------------ sampler
 def test_sampler_from_a_latent_keeps_its_bookkeeping_and_runs_the_last_steps(tiny_backbone):
-    from prompt_audio_edit.engine.vae import vae_encode
+    from prompt_audio_edit.engine.diffusion.vae import vae_encode
 
     latent = vae_encode(tiny_backbone, clip(1.5, rate=44100, channels=2))
     out = sample(tiny_backbone, PROMPT, NEGATIVE, steps=2, guidance=3.0, seed=1, latent=latent, denoise=0.5,
@@ -268,8 +268,8 @@ def test_sampler_from_a_latent_keeps_its_bookkeeping_and_runs_the_last_steps(tin
 
 
 def test_ppae_nodes_refuse_a_model_with_an_audio_prompt(adapter, tiny_backbone):
-    from prompt_audio_edit.engine.inversion import invert
-    from prompt_audio_edit.engine.vae import vae_encode
+    from prompt_audio_edit.engine.diffusion.inversion import invert
+    from prompt_audio_edit.engine.diffusion.vae import vae_encode
 
     adapted = ap.apply_ap_adapter(tiny_backbone, adapter, clip(1.0), scale=0.5, pooling=2)
     with pytest.raises(PAEInputError, match="audio prompt"):

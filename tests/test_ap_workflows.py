@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from prompt_audio_edit import NODE_CLASS_MAPPINGS
-from prompt_audio_edit.engine.ap_adapter import AP_TASKS
-from prompt_audio_edit.engine.audio import read_audio
-from prompt_audio_edit.engine.workflow import execute_workflow, load_api_workflow
+from prompt_audio_edit.engine.methods.ap_adapter import AP_TASKS
+from prompt_audio_edit.engine.io.audio import read_audio
+from prompt_audio_edit.runner.workflow import execute_workflow, load_api_workflow
 from tests.conftest import TINY_AP_ADAPTER, TINY_AUDIOMAE, TINY_MODEL, tone, write_with_pyav
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows" / "api"
@@ -39,7 +39,7 @@ def test_ap_adapter_workflow_runs_in_process(tiny_dirs, name, task):
 
 
 def test_cli_demo_stands_in_a_fitting_adapter_and_audiomae(tmp_path, monkeypatch, capsys):
-    from prompt_audio_edit.cli import main as pae
+    from prompt_audio_edit.runner.cli import main as pae
 
     monkeypatch.setenv("PAE_DEMO_DIR", str(tmp_path / "demo"))
     code = pae(["run", str(WORKFLOWS / "ap_timbre_transfer_api.json"), "--demo", "--set", "1.duration=1.0",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from prompt_audio_edit.engine.audio import read_audio, read_metadata, resample, to_channels, trim, write_audio
+from prompt_audio_edit.engine.io.audio import read_audio, read_metadata, resample, to_channels, trim, write_audio
 from prompt_audio_edit.nodes import NODE_CLASS_MAPPINGS
 from tests.conftest import tone, write_with_pyav
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from prompt_audio_edit.engine.mel import MelFrontEnd
+from prompt_audio_edit.engine.backbones.mel import MelFrontEnd
 from prompt_audio_edit.nodes import NODE_CLASS_MAPPINGS
 from tests.conftest import TINY_MODEL, core_style_audio
 

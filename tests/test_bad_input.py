@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from prompt_audio_edit.engine.errors import PAEInputError
+from prompt_audio_edit.engine.core.errors import PAEInputError
 from prompt_audio_edit.nodes import NODE_CLASS_MAPPINGS
 from tests.conftest import core_style_audio, tone, write_with_pyav
 
@@ -108,7 +108,7 @@ def test_nan_waveform_is_refused_before_anything_is_written(dirs):
 
 
 def test_failed_write_leaves_no_partial_file(dirs, monkeypatch):
-    import prompt_audio_edit.engine.files as files
+    import prompt_audio_edit.engine.core.files as files
 
     def broken_replace(src, dst):
         raise OSError("disk full")

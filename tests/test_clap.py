@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from prompt_audio_edit.engine import clap as clap_engine
-from prompt_audio_edit.engine import comfy_bridge as bridge
-from prompt_audio_edit.engine.clap import CANDIDATES_KEY, ClapScorer, list_clap_models, score_candidates
-from prompt_audio_edit.engine.errors import PAEInputError
+from prompt_audio_edit.engine.models import clap as clap_engine
+from prompt_audio_edit.engine.core import bridge
+from prompt_audio_edit.engine.models.clap import CANDIDATES_KEY, ClapScorer, list_clap_models, score_candidates
+from prompt_audio_edit.engine.core.errors import PAEInputError
 from prompt_audio_edit.nodes.clap_nodes import CLAPSelect, LoadCLAP
 
 TINY = "tiny-clap"
@@ -25,7 +25,7 @@ PROMPT = "a dog barking in the rain"
 @pytest.fixture(scope="module")
 def clap_root(tmp_path_factory):
     """A models folder with one tiny CLAP, a folder of another model type and an empty folder."""
-    from prompt_audio_edit.engine.demo_clap import build_tiny_clap
+    from prompt_audio_edit.standins.clap import build_tiny_clap
 
     root = tmp_path_factory.mktemp("clap_models")
     build_tiny_clap(root / "clap" / TINY, seed=0)

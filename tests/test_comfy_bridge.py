@@ -8,7 +8,7 @@ import types
 import pytest
 import torch
 
-from prompt_audio_edit.engine import comfy_bridge as bridge
+from prompt_audio_edit.engine.core import bridge
 
 
 @pytest.fixture

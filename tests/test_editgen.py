@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from prompt_audio_edit.engine.attention_edit import make_attention_edit
-from prompt_audio_edit.engine.editgen import EditGenSettings, edit_music, parse_indices
-from prompt_audio_edit.engine.errors import PAEInputError
-from prompt_audio_edit.engine.musicgen import SamplingSettings, load_musicgen
+from prompt_audio_edit.engine.attention.edit import make_attention_edit
+from prompt_audio_edit.engine.methods.editgen import EditGenSettings, edit_music, parse_indices
+from prompt_audio_edit.engine.core.errors import PAEInputError
+from prompt_audio_edit.engine.models.musicgen import SamplingSettings, load_musicgen
 from tests.conftest import TINY_MUSICGEN
 
 SOURCE = "jazz piano solo with drums"
@@ -95,11 +95,11 @@ def test_bad_editgen_input_is_refused(musicgen):
 
 
 def test_the_melody_model_is_refused_for_a_cross_edit(tiny_dirs, tmp_path):
-    from prompt_audio_edit.engine.demo_musicgen import build_tiny_musicgen
+    from prompt_audio_edit.standins.musicgen import build_tiny_musicgen
     from prompt_audio_edit.nodes import NODE_CLASS_MAPPINGS
 
     build_tiny_musicgen(tmp_path / "musicgen" / "tiny-melody", melody=True)
-    from prompt_audio_edit.engine import comfy_bridge as bridge
+    from prompt_audio_edit.engine.core import bridge
 
     bridge.add_model_root(tmp_path)
     melody = NODE_CLASS_MAPPINGS["PAE_LoadMusicGen"]().run(model_name="tiny-melody", dtype="fp32")[0]
@@ -113,7 +113,7 @@ def test_the_melody_model_is_refused_for_a_cross_edit(tiny_dirs, tmp_path):
 def test_a_recording_is_teacher_forced_as_the_source_branch(musicgen, caplog):
     import logging
 
-    from prompt_audio_edit.engine.editgen import musicgen_edit
+    from prompt_audio_edit.engine.methods.editgen import musicgen_edit
 
     t = torch.arange(int(44100 * 0.5)) / 44100
     stereo = torch.stack([0.3 * torch.sin(2 * torch.pi * 220 * t), 0.2 * torch.sin(2 * torch.pi * 330 * t)])
@@ -134,7 +134,7 @@ def test_a_recording_is_teacher_forced_as_the_source_branch(musicgen, caplog):
 
 
 def test_a_recording_longer_than_the_model_makes_is_refused(musicgen):
-    from prompt_audio_edit.engine.editgen import musicgen_edit
+    from prompt_audio_edit.engine.methods.editgen import musicgen_edit
 
     edit = make_attention_edit("replace", SOURCE, "rock guitar solo with drums")
     with pytest.raises(PAEInputError) as info:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from prompt_audio_edit import NODE_CLASS_MAPPINGS
-from prompt_audio_edit.engine.audio import read_audio
-from prompt_audio_edit.engine.workflow import execute_workflow, load_api_workflow
+from prompt_audio_edit.engine.io.audio import read_audio
+from prompt_audio_edit.runner.workflow import execute_workflow, load_api_workflow
 from tests.conftest import TINY_MUSICGEN
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows" / "api"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from prompt_audio_edit.engine.errors import PAEInputError
-from prompt_audio_edit.engine.musicgen import SamplingSettings, filter_logits, list_musicgen_models, load_musicgen
+from prompt_audio_edit.engine.core.errors import PAEInputError
+from prompt_audio_edit.engine.models.musicgen import SamplingSettings, filter_logits, list_musicgen_models, load_musicgen
 from tests.conftest import TINY_MUSICGEN
 
 PROMPTS = ["pop song with drums and bass", "pop song with drums and bass", "jazz piano solo"]
@@ -81,7 +81,7 @@ class Recorder:
 
 
 def test_attention_control_installs_and_removes_cleanly(musicgen):
-    from prompt_audio_edit.engine.musicgen_attention import decoder_attention_control
+    from prompt_audio_edit.engine.models.musicgen_attention import decoder_attention_control
 
     settings = SamplingSettings(guidance=3.0, top_k=50)
     before = musicgen.generate_codes(PROMPTS, 0.3, settings, seed=3, noise_groups=[0, 0, 0])
@@ -98,7 +98,7 @@ def test_attention_control_installs_and_removes_cleanly(musicgen):
 
 
 def test_attention_function_sees_the_guidance_halves_and_every_layer(musicgen):
-    from prompt_audio_edit.engine.musicgen_attention import decoder_attention_control
+    from prompt_audio_edit.engine.models.musicgen_attention import decoder_attention_control
 
     prompts = ["jazz piano solo", "pop song with drums and bass"]
     recorder = Recorder()

@@ -24,7 +24,7 @@ def test_requirements_match_pyproject_and_never_list_torch():
     assert not any(r.split(">")[0].split("=")[0].strip().lower() in ("torch", "torchaudio") for r in requirements)
     assert project["project"]["name"] == "prompt-audio-edit"
     assert project["tool"]["comfy"]["PublisherId"] and project["tool"]["comfy"]["DisplayName"]
-    assert project["project"]["scripts"]["pae"] == "prompt_audio_edit.cli:main"
+    assert project["project"]["scripts"]["pae"] == "prompt_audio_edit.runner.cli:main"
     assert project["project"]["license"] == "MIT" and (ROOT / "LICENSE").is_file()
 
 

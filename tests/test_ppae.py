@@ -7,13 +7,13 @@ import math
 import pytest
 import torch
 
-from prompt_audio_edit.engine import comfy_bridge as bridge
-from prompt_audio_edit.engine import models as model_registry
-from prompt_audio_edit.engine.alignment import align_tokens, refine_mapping, replace_mapping, token_words
-from prompt_audio_edit.engine.fuser import redenoise
-from prompt_audio_edit.engine.fusion import FusionSchedule
-from prompt_audio_edit.engine.inversion import invert
-from prompt_audio_edit.engine.vae import vae_encode
+from prompt_audio_edit.engine.core import bridge
+from prompt_audio_edit.engine.backbones import registry as model_registry
+from prompt_audio_edit.engine.attention.alignment import align_tokens, refine_mapping, replace_mapping, token_words
+from prompt_audio_edit.engine.methods.ppae import redenoise
+from prompt_audio_edit.engine.attention.schedule import FusionSchedule
+from prompt_audio_edit.engine.diffusion.inversion import invert
+from prompt_audio_edit.engine.diffusion.vae import vae_encode
 from prompt_audio_edit.nodes import NODE_CLASS_MAPPINGS
 from tests.conftest import TINY_MODEL, TINY_TANGO, TINY_V_MODEL, core_style_audio
 
@@ -99,7 +99,7 @@ class SmoothBackbone:
         return type(self.scheduler).from_config(self.scheduler.config)
 
     def step_schedule(self, steps):
-        from prompt_audio_edit.engine.sampling import make_step_schedule
+        from prompt_audio_edit.engine.diffusion.steps import make_step_schedule
 
         return make_step_schedule(self.make_scheduler(), steps, self.prediction_type)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from prompt_audio_edit import NODE_CLASS_MAPPINGS
-from prompt_audio_edit.engine.audio import read_audio
-from prompt_audio_edit.engine.workflow import execute_workflow, load_api_workflow
+from prompt_audio_edit.engine.io.audio import read_audio
+from prompt_audio_edit.runner.workflow import execute_workflow, load_api_workflow
 from tests.conftest import TINY_MODEL, tone, write_with_pyav
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows" / "api"
@@ -18,7 +18,7 @@ TINY_CLAP = "tiny-clap"
 @pytest.fixture
 def ppae_dirs(tiny_dirs):
     """Tiny AudioLDM2 and CLAP, plus the example.wav the workflows load (3 s, 44.1 kHz stereo)."""
-    from prompt_audio_edit.engine.demo_clap import build_tiny_clap
+    from prompt_audio_edit.standins.clap import build_tiny_clap
 
     folder = tiny_dirs["models"] / "clap" / TINY_CLAP
     if not (folder / "config.json").is_file():

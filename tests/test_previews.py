@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from prompt_audio_edit import NODE_CLASS_MAPPINGS
-from prompt_audio_edit.engine import comfy_bridge as bridge
-from prompt_audio_edit.engine.audio import read_audio
-from prompt_audio_edit.engine.errors import PAEInputError
-from prompt_audio_edit.engine.files import png_bytes
+from prompt_audio_edit.engine.core import bridge
+from prompt_audio_edit.engine.io.audio import read_audio
+from prompt_audio_edit.engine.core.errors import PAEInputError
+from prompt_audio_edit.engine.core.files import png_bytes
 from tests.conftest import core_style_audio
 
 

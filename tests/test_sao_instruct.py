@@ -8,11 +8,11 @@ import shutil
 import pytest
 import torch
 
-from prompt_audio_edit.engine import comfy_bridge as bridge
-from prompt_audio_edit.engine import models as model_registry
-from prompt_audio_edit.engine.errors import PAEInputError
-from prompt_audio_edit.engine.instruct import instruct_edit, list_instruct_models, load_instruct_model
-from prompt_audio_edit.engine.vae import vae_decode, vae_encode
+from prompt_audio_edit.engine.core import bridge
+from prompt_audio_edit.engine.backbones import registry as model_registry
+from prompt_audio_edit.engine.core.errors import PAEInputError
+from prompt_audio_edit.engine.methods.instruct import instruct_edit, list_instruct_models, load_instruct_model
+from prompt_audio_edit.engine.diffusion.vae import vae_decode, vae_encode
 from prompt_audio_edit.nodes.instruct_nodes import InstructEdit, LoadSAOInstruct
 
 from conftest import TINY_MODEL, TINY_SAO, TINY_SAO_INSTRUCT, TINY_SAO_INSTRUCT_SAT
@@ -51,7 +51,7 @@ def test_stable_audio_tools_checkpoint_converts_with_nothing_missing_and_predict
 def test_a_lightning_ckpt_loads_and_a_renamed_key_is_named(tiny_dirs, tmp_path):
     root = tmp_path / "models"
     source = tiny_dirs["models"] / TINY_SAO_INSTRUCT
-    from prompt_audio_edit.engine.demo_stable_audio import save_stable_audio_tools_checkpoint
+    from prompt_audio_edit.standins.stable_audio import save_stable_audio_tools_checkpoint
 
     folder = save_stable_audio_tools_checkpoint(source, root / "diffusers" / "sat-ckpt", weights_name="model.ckpt")
     bridge.set_directories(models=str(root))
@@ -83,7 +83,7 @@ def test_stable_audio_given_where_sao_instruct_is_needed_says_64_not_128(tiny_di
         instruct_edit(audioldm2, {"samples": torch.zeros(1, 8, 4, 4)}, RAIN)
     # The instruct model refuses methods that would feed it no clip latent.
     instruct = load_instruct_model(TINY_SAO_INSTRUCT, "fp32")
-    from prompt_audio_edit.engine.generation import sample
+    from prompt_audio_edit.engine.diffusion.sampling import sample
 
     with pytest.raises(PAEInputError, match="SAO-Instruct .* use it with Instruct Edit"):
         sample(instruct, "rain", steps=1, seconds=0.5)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from prompt_audio_edit import NODE_CLASS_MAPPINGS
-from prompt_audio_edit.engine.audio import read_audio
-from prompt_audio_edit.engine.workflow import execute_workflow, load_api_workflow
+from prompt_audio_edit.engine.io.audio import read_audio
+from prompt_audio_edit.runner.workflow import execute_workflow, load_api_workflow
 from tests.conftest import TINY_SAO, TINY_SAO_INSTRUCT_SAT, tone, write_with_pyav
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows" / "api"
@@ -38,7 +38,7 @@ def test_stable_audio_workflow_runs_in_process(tiny_dirs, name):
 
 
 def test_cli_demo_stands_in_sao_instruct(tmp_path, monkeypatch, capsys):
-    from prompt_audio_edit.cli import main as pae
+    from prompt_audio_edit.runner.cli import main as pae
 
     monkeypatch.setenv("PAE_DEMO_DIR", str(tmp_path / "demo"))
     code = pae(["run", str(WORKFLOWS / "sao_instruct_edit_api.json"), "--demo", "--set", "1.duration=1.0",

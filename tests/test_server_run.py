@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from prompt_audio_edit.cli import main as pae
+from prompt_audio_edit.runner.cli import main as pae
 from tests.fake_comfy import FakeComfy, free_port
 
 WORKFLOW = Path(__file__).resolve().parent.parent / "workflows" / "api" / "audio_roundtrip_api.json"

@@ -8,16 +8,16 @@ import math
 import pytest
 import torch
 
-from prompt_audio_edit.engine import models as model_registry
-from prompt_audio_edit.engine.attention_control import attention_control
-from prompt_audio_edit.engine.attention_edit import make_attention_edit
-from prompt_audio_edit.engine.errors import PAEInputError
-from prompt_audio_edit.engine.fuser import fuse_edit, prompt_edit, redenoise
-from prompt_audio_edit.engine.generation import sample
-from prompt_audio_edit.engine.inversion import invert
-from prompt_audio_edit.engine.sampling import (ddpm_sigma, noise_from_x0, schedule_from_sigmas, solver_step,
+from prompt_audio_edit.engine.backbones import registry as model_registry
+from prompt_audio_edit.engine.attention.control import attention_control
+from prompt_audio_edit.engine.attention.edit import make_attention_edit
+from prompt_audio_edit.engine.core.errors import PAEInputError
+from prompt_audio_edit.engine.methods.ppae import fuse_edit, prompt_edit, redenoise
+from prompt_audio_edit.engine.diffusion.sampling import sample
+from prompt_audio_edit.engine.diffusion.inversion import invert
+from prompt_audio_edit.engine.diffusion.steps import (ddpm_sigma, noise_from_x0, schedule_from_sigmas, solver_step,
                                                split_prediction)
-from prompt_audio_edit.engine.vae import vae_decode, vae_encode
+from prompt_audio_edit.engine.diffusion.vae import vae_decode, vae_encode
 
 from conftest import TINY_SAO, TINY_SAO_SECONDS
 
@@ -174,9 +174,9 @@ def test_identity_attention_edit_reproduces_the_clip_and_a_swap_changes_it(sao):
 
 def test_edit_processors_without_an_edit_equal_the_dit_own(sao):
     """The pack's processor (GQA repeat, rotary, timing keys) gives the DiT's own numbers when nothing is edited."""
-    from prompt_audio_edit.engine.alignment import TokenMapping
-    from prompt_audio_edit.engine.attention_control import AttentionController, BranchLayout
-    from prompt_audio_edit.engine.fusion import FusionSchedule
+    from prompt_audio_edit.engine.attention.alignment import TokenMapping
+    from prompt_audio_edit.engine.attention.control import AttentionController, BranchLayout
+    from prompt_audio_edit.engine.attention.schedule import FusionSchedule
 
     x = torch.randn(2, 64, 9, generator=torch.Generator().manual_seed(0))
     text = sao.encode_text(["", PROMPT])
@@ -195,7 +195,7 @@ def test_edit_processors_without_an_edit_equal_the_dit_own(sao):
 
 
 def test_timing_keys_are_left_alone_by_word_edits():
-    from prompt_audio_edit.engine.alignment import word_stream_mapping
+    from prompt_audio_edit.engine.attention.alignment import word_stream_mapping
 
     edit = make_attention_edit("replace", "a dog", "a cat", "cat", "2", 0.8, 0.0, "all", 4)
     mapping = word_stream_mapping(edit.bind("a dog"), ["▁a", "▁dog", "</s>"], ["▁a", "▁cat", "</s>"], 8)

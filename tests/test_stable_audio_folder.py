@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from prompt_audio_edit.engine.demo_stable_audio import build_tiny_stable_audio
-from prompt_audio_edit.engine.models import detect_family, missing_components
+from prompt_audio_edit.standins.stable_audio import build_tiny_stable_audio
+from prompt_audio_edit.engine.backbones.registry import detect_family, missing_components
 
 
 def test_tiny_stable_audio_folder_is_recognised_complete_and_runs(tmp_path):

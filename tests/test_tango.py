@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from prompt_audio_edit.engine import comfy_bridge as bridge
-from prompt_audio_edit.engine import models as model_registry
+from prompt_audio_edit.engine.core import bridge
+from prompt_audio_edit.engine.backbones import registry as model_registry
 from prompt_audio_edit.engine.backbones import tango as tango_module
-from prompt_audio_edit.engine.demo_tango import build_tiny_tango
-from prompt_audio_edit.engine.errors import PAEInputError
-from prompt_audio_edit.engine.vae import vae_decode, vae_encode
+from prompt_audio_edit.standins.tango import build_tiny_tango
+from prompt_audio_edit.engine.core.errors import PAEInputError
+from prompt_audio_edit.engine.diffusion.vae import vae_decode, vae_encode
 from tests.conftest import core_style_audio
 
 TINY = "tiny-tango"
@@ -201,7 +201,7 @@ def test_a_latent_of_another_family_is_refused(tango):
 
 
 def test_mel_front_end_matches_the_stored_stft_buffers(tango, tango_root):
-    from prompt_audio_edit.engine.mel import _mel_basis
+    from prompt_audio_edit.engine.backbones.mel import _mel_basis
 
     stft = weights(tango_root, "pytorch_model_stft.bin")
     assert set(stft) == {"mel_basis", "stft_fn.forward_basis", "stft_fn.inverse_basis"}

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from prompt_audio_edit import NODE_CLASS_MAPPINGS
-from prompt_audio_edit.engine.workflow import WorkflowError, check_widget_value, input_specs, load_api_workflow
+from prompt_audio_edit.runner.workflow import WorkflowError, check_widget_value, input_specs, load_api_workflow
 from prompt_audio_edit.nodes.base import AUDIO_PLAYER
 from scripts.node_contract import CONTRACT_FILE, current_contract
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from prompt_audio_edit import NODE_CLASS_MAPPINGS
-from prompt_audio_edit.cli import main as pae
-from prompt_audio_edit.engine.audio import read_audio, read_metadata
-from prompt_audio_edit.engine.workflow import CORE_PREVIEW_NODES, WorkflowError, execute_workflow, load_api_workflow
+from prompt_audio_edit.runner.cli import main as pae
+from prompt_audio_edit.engine.io.audio import read_audio, read_metadata
+from prompt_audio_edit.runner.workflow import CORE_PREVIEW_NODES, WorkflowError, execute_workflow, load_api_workflow
 from tests.conftest import TINY_MODEL, tone, write_with_pyav
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"

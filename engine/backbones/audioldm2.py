@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..mel import MelFrontEnd
+from .mel import MelFrontEnd
 from .base import CrossAttentionSite, TextConditioning, tokenize_checked, unet_attention_blocks
 from .mel_vae import MelVAEBackbone
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..errors import PAEInputError
+from ..core.errors import PAEInputError
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ class Backbone(ABC):
 
     def step_schedule(self, steps: int) -> Any:
         """The sampling.StepSchedule of a `steps`-step run, from the model's own scheduler configuration."""
-        from ..sampling import make_step_schedule
+        from ..diffusion.steps import make_step_schedule
 
         return make_step_schedule(self.make_scheduler(), steps, self.prediction_type)
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from ..audio import peak_normalise, resample, to_channels
-from ..latent import latent_info, make_latent
+from ..io.audio import peak_normalise, resample, to_channels
+from ..core.latent import latent_info, make_latent
 from .base import Backbone
 
 # AudioLDM's training clips were peak-normalised to 0.5 after removing the mean.

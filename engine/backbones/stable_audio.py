@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 
-from ..audio import resample, to_channels
-from ..errors import PAEInputError
-from ..latent import latent_info, make_latent
-from ..sampling import StepSchedule, schedule_from_sigmas
+from ..io.audio import resample, to_channels
+from ..core.errors import PAEInputError
+from ..core.latent import latent_info, make_latent
+from ..diffusion.steps import StepSchedule, schedule_from_sigmas
 from .base import Backbone, CrossAttentionSite, TextConditioning, tokenize_checked
 
 TIMING_TOKENS = 2            # seconds_start, seconds_total: the last keys of every cross-attention
@@ -210,7 +210,7 @@ class StableAudioBackbone(Backbone):
 
 # ============================================================================================== loading
 def _read_scheduler_config(folder: Path) -> dict[str, Any]:
-    from ..files import read_json_dict
+    from ..core.files import read_json_dict
 
     config = read_json_dict(folder / "scheduler" / "scheduler_config.json")
     if config is None:
@@ -241,7 +241,7 @@ STABLE_AUDIO_SCHEDULER = {"sigma_min": 0.3, "sigma_max": 500.0, "sigma_data": 1.
 def load_stable_audio_backbone(folder: Path, dtype: torch.dtype, device: torch.device) -> StableAudioBackbone:
     """A diffusers Stable Audio folder component by component (the pipeline class would import torchsde), or a
     stable-audio-tools checkpoint (model_config.json + weights) converted on load, with T5 beside it."""
-    from ..stable_audio_checkpoint import is_stable_audio_tools_folder, load_stable_audio_tools_parts
+    from .stable_audio_checkpoint import is_stable_audio_tools_folder, load_stable_audio_tools_parts
 
     text_encoder, tokenizer = load_text_parts(folder, dtype)
     if is_stable_audio_tools_folder(folder):

@@ -10,8 +10,8 @@ from typing import Any, Callable
 
 import torch
 
-from ..checkpoints import build_and_load, key_report, read_checkpoint, tensor_dict
-from ..errors import PAEInputError
+from ..core.checkpoints import build_and_load, key_report, read_checkpoint, tensor_dict
+from ..core.errors import PAEInputError
 from .base import CrossAttentionSite, TextConditioning, tokenize_checked, unet_attention_blocks
 from .mel_vae import MelVAEBackbone
 
@@ -214,7 +214,7 @@ def _check_main_config(main: dict[str, Any], folder: Path) -> None:
 
 def unet_config_for(folder: Path, main: dict[str, Any]) -> dict[str, Any]:
     """The UNet config: unet_config.json, else the file main_config.json names (if inside the folder), else built-in."""
-    from ..files import resolve_inside
+    from ..core.files import resolve_inside
 
     if (folder / UNET_CONFIG_FILE).is_file():
         return _read_json(folder / UNET_CONFIG_FILE, folder)
@@ -470,7 +470,7 @@ def load_tango_backbone(folder: Path, dtype: torch.dtype, device: torch.device) 
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig, T5Config, T5EncoderModel
 
-    from ..mel import _mel_basis
+    from .mel import _mel_basis
 
     for required in (MAIN_CONFIG, VAE_CONFIG):
         if not (folder / required).is_file():

@@ -1,0 +1,1 @@
+"""Attention control shared by every method: edit specs, word alignment, fusion schedules, controllers, processors."""

@@ -1,0 +1,212 @@
+"""Attention control: a controller (plain state and policy) and the diffusers processors that consult it.
+
+The batch holds the source branch and K target branches (one per guidance scale). In the target's conditional
+rows the controller fuses the edited attention in with ratio S(t); everything else attends as usual.
+Edits are linear in the key axis, so they act on the values and run on fused SDPA kernels:
+    source_map @ M @ V_t  =  SDPA(q_src, k_src, M V_t)
+with the K targets' values stacked along the feature axis (one SDPA call reads the source map for all K).
+Maps are materialised only for the local blend and for per-word previews (cross-attention, small).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from .alignment import TokenMapping
+from .processors import close_attention, open_attention, processors_installed, project_keys
+from .edit import AttentionEdit
+from ..backbones.base import CrossAttentionSite
+from .schedule import FusionSchedule
+
+
+@dataclass
+class BranchLayout:
+    """Where each branch sits in the batch (indices into the rows the denoiser sees)."""
+
+    source_cond: int
+    target_cond: list[int]
+
+
+@dataclass
+class AttentionRecording:
+    """Cross-attention maps gathered during a run, on the latent grid: for the local blend and for previews."""
+
+    blend_tokens: dict[int, list[int]] = field(default_factory=dict)  # row -> word-stream key positions
+    word_tokens: list[list[int]] = field(default_factory=list)        # preview: key positions of each word
+    preview_row: int | None = None
+    blend_sum: torch.Tensor | None = None    # [rows, T', F'] this step
+    blend_count: int = 0
+    preview_sum: torch.Tensor | None = None  # [words, T', F'] all steps
+    preview_count: int = 0
+
+
+def site_grid(latent_grid: tuple[int, int], queries: int) -> tuple[int, int, int]:
+    """Time x frequency shape of a layer's queries and its downsampling: the latent grid halved (rounding up) until it fits."""
+    height, width = latent_grid
+    downsampling = 1
+    while height * width > queries and (height > 1 or width > 1):
+        height, width = math.ceil(height / 2), math.ceil(width / 2)
+        downsampling *= 2
+    if height * width != queries:
+        raise RuntimeError(f"cannot place {queries} queries on the latent grid {latent_grid}")
+    return height, width, downsampling
+
+
+class AttentionController:
+    """Per-run policy of an attention edit: which rows, which keys, how strongly, at which step."""
+
+    def __init__(self, edit: AttentionEdit, schedule: FusionSchedule, mappings: dict[str, TokenMapping],
+                 layout: BranchLayout, latent_grid: tuple[int, int], word_stream: str,
+                 recording: AttentionRecording | None = None, query_prefix: int = 0,
+                 single_resolution: bool = False):
+        self.edit = edit
+        self.query_prefix = query_prefix            # queries before the latent's positions (DiT's global token)
+        self.single_resolution = single_resolution  # every layer at full resolution: self_min_downsampling moot
+        self.schedule = schedule
+        self.mappings = mappings
+        self.layout = layout
+        self.latent_grid = latent_grid
+        self.word_stream = word_stream
+        self.recording = recording or AttentionRecording()
+        self.fusion = 0.0
+        self.self_active = False
+        self._on_device: dict[tuple[str, str, torch.dtype], TokenMapping] = {}
+
+    # --------------------------------------------------------------------------------------- steps
+    def begin_step(self, index: int, total: int) -> None:
+        """Set the step's fusion ratio and windows; t is the fraction of the edit's steps already done."""
+        t = index / max(total, 1)
+        self.fusion = self.schedule(t) if t < self.edit.cross_window else 0.0
+        self.self_active = t < self.edit.self_window
+        rec = self.recording
+        rec.blend_sum, rec.blend_count = None, 0
+
+    def _mapping(self, stream: str, device: torch.device, dtype: torch.dtype) -> TokenMapping:
+        key = (stream, str(device), dtype)
+        if key not in self._on_device:
+            m = self.mappings[stream]
+            self._on_device[key] = TokenMapping(m.from_source.to(device, dtype), m.own.to(device, dtype),
+                                                m.weights.to(device, dtype))
+        return self._on_device[key]
+
+    # ----------------------------------------------------------------------------------- attention
+    def attend(self, site: CrossAttentionSite | None, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+               mask: torch.Tensor | None) -> torch.Tensor:
+        """Attention output [B, heads, N, d] with the edit applied; site None means a self-attention layer."""
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+        if site is None:
+            if self.self_active and self._coarse_enough(query.shape[2]):
+                self._inject(out, query, key, value, None, None)
+            return out
+        if site.stream == self.word_stream:
+            self._record(query, key, mask)
+        if self.fusion > 0.0 and site.stream in self.mappings:
+            self._inject(out, query, key, value, mask, self._mapping(site.stream, query.device, query.dtype))
+        return out
+
+    def _coarse_enough(self, queries: int) -> bool:
+        if self.single_resolution:
+            return True
+        return site_grid(self.latent_grid, queries - self.query_prefix)[2] >= self.edit.self_min_downsampling
+
+    def _inject(self, out: torch.Tensor, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                mask: torch.Tensor | None, mapping: TokenMapping | None) -> None:
+        """Overwrite the target rows of `out` with the edited attention (self: the source's map, fully)."""
+        s, targets = self.layout.source_cond, self.layout.target_cond
+        values = value[targets]                                   # [K, h, L, d]
+        count, heads, length, dim = values.shape
+        if mapping is not None:
+            values = values * mapping.weights[:, None]
+            moved = torch.einsum("ij,khjd->khid", mapping.from_source, values)
+        else:
+            moved = values
+        stacked = moved.permute(1, 2, 0, 3).reshape(1, heads, length, count * dim)
+        source_mask = None if mask is None else mask[s:s + 1]
+        edited = F.scaled_dot_product_attention(query[s:s + 1], key[s:s + 1], stacked, attn_mask=source_mask)
+        edited = edited.reshape(heads, -1, count, dim).permute(2, 0, 1, 3)  # [K, h, N, d]
+        if mapping is None:
+            out[targets] = edited
+            return
+        if mapping.own.any():
+            own_mask = None if mask is None else mask[targets]
+            edited = edited + F.scaled_dot_product_attention(query[targets], key[targets],
+                                                             values * mapping.own[:, None], attn_mask=own_mask)
+        out[targets] = self.fusion * edited + (1.0 - self.fusion) * out[targets]
+
+    # ----------------------------------------------------------------------------------- recording
+    def _record(self, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None) -> None:
+        rec = self.recording
+        rows = sorted(set(rec.blend_tokens) | ({rec.preview_row} if rec.preview_row is not None else set()))
+        if not rows:
+            return
+        scores = query[rows] @ key[rows].transpose(-1, -2) / math.sqrt(query.shape[-1])
+        if mask is not None:
+            scores = scores + mask[rows]
+        probs = scores.float().softmax(dim=-1).mean(dim=1)[:, self.query_prefix:]  # [R, N, L], heads averaged
+        height, width, _ = site_grid(self.latent_grid, probs.shape[1])
+
+        def on_grid(maps: torch.Tensor) -> torch.Tensor:          # [M, N] -> [M, T', F']
+            maps = maps.reshape(-1, 1, height, width)
+            return F.interpolate(maps, size=self.latent_grid, mode="bilinear", align_corners=False)[:, 0]
+
+        if rec.blend_tokens:
+            picked = torch.stack([probs[rows.index(r), :, rec.blend_tokens[r]].sum(-1) for r in sorted(rec.blend_tokens)])
+            maps = on_grid(picked)
+            rec.blend_sum = maps if rec.blend_sum is None else rec.blend_sum + maps
+            rec.blend_count += 1
+        if rec.preview_row is not None and rec.word_tokens:
+            row = probs[rows.index(rec.preview_row)]
+            maps = on_grid(torch.stack([row[:, positions].sum(-1) for positions in rec.word_tokens]))
+            rec.preview_sum = maps if rec.preview_sum is None else rec.preview_sum + maps
+            rec.preview_count += 1
+
+    def blend_masks(self, threshold: float) -> torch.Tensor | None:
+        """Local-blend masks [K, T', F'] for the target branches (P2P's LocalBlend): union of source and target words."""
+        rec = self.recording
+        if rec.blend_sum is None:
+            return None
+        maps = rec.blend_sum / rec.blend_count
+        maps = F.max_pool2d(maps[:, None], kernel_size=3, stride=1, padding=1)[:, 0]
+        peak = maps.flatten(1).amax(dim=1).clamp_min(1e-12)
+        masks = maps / peak[:, None, None] > threshold
+        order = sorted(rec.blend_tokens)
+        source = masks[order.index(self.layout.source_cond)]
+        return torch.stack([source | masks[order.index(r)] for r in self.layout.target_cond]).float()
+
+
+class EditProcessor:
+    """A diffusers attention processor (AttnProcessor2_0's arithmetic) whose attention core asks the controller."""
+
+    def __init__(self, controller: AttentionController, site: CrossAttentionSite | None):
+        self.controller = controller
+        self.site = site
+
+    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
+                 rotary_emb: Any = None, *args: Any, **kwargs: Any) -> torch.Tensor:
+        # rotary_emb is named: diffusers drops keyword arguments a processor's signature does not list (DiT).
+        call = open_attention(attn, hidden_states, encoder_hidden_states, attention_mask, temb, rotary_emb)
+        key, value = project_keys(attn, call, call.context)
+        out = self.controller.attend(self.site, call.query, key, value, call.mask)
+        return close_attention(attn, out, call)
+
+
+@contextlib.contextmanager
+def attention_control(denoiser: torch.nn.Module, sites: list[CrossAttentionSite],
+                      controller: AttentionController) -> Iterator[None]:
+    """Install the controller's processors on every cross- and self-attention layer; restore the originals after."""
+    by_name = {site.name: site for site in sites}
+    patched = {}
+    for name in denoiser.attn_processors:
+        if name in by_name:
+            patched[name] = EditProcessor(controller, by_name[name])
+        elif not getattr(denoiser.get_submodule(name.rsplit(".processor", 1)[0]), "is_cross_attention", False):
+            patched[name] = EditProcessor(controller, None)
+    with processors_installed(denoiser, patched):
+        yield

@@ -1,0 +1,258 @@
+"""EditGen (arXiv 2507.11096): Prompt-to-Prompt inside MusicGen's decoder, on generated music.
+
+Source and target prompts are generated in one batch, in one noise group (the same random numbers at every step),
+and the target's attention is edited on its conditional row only:
+- self-attention: the target takes the source's probabilities (within the self window);
+- cross-attention (within the cross window): Replace blends the swapped words' columns toward the source's,
+  Refine blends every token the two prompts share (globally aligned) toward the source's column, both by
+  `blend`; Reweight scales the chosen words' columns by c (the paper, c in [-2, 2]) or divides every other
+  column by the weight (the reference code's form);
+- soft blending by depth: with N = 2 x layers attention calls per step and i the call's index (self, cross,
+  layer by layer), output = α·original + (1 - α)·edited with α = i / N;
+- `offset`: no edit for the first fraction of the frames; `layers` / `heads`: edit only those.
+The spec of the edit is the pack's AttentionEdit (from PAE_AttentionController); the settings here are EditGen's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..attention.alignment import align_tokens, reweight_factors, token_word_spans
+from ..attention.edit import AttentionEdit, find_phrase, prompt_words
+from ..io.audio import check_audio
+from ..core.errors import PAEInputError
+from ..models.musicgen import MusicGen, SamplingSettings
+from ..models.musicgen_attention import DecoderAttentionSite, decoder_attention_control
+
+REWEIGHT_FORMS = ("scale", "divide others")
+
+
+@dataclass(frozen=True)
+class EditGenSettings:
+    """EditGen's knobs around an AttentionEdit."""
+
+    blend: float = 1.0                    # how far edited columns move toward the source's (reference default 0.5)
+    reweight_form: str = "scale"          # "scale": column x c (paper); "divide others": other columns / w (code)
+    depth_blend: bool = True              # α = i / N per attention call; False: α = 0 (full edit everywhere)
+    fixed_alpha: float | None = None      # a constant α instead (1 = no edit anywhere)
+    offset: float = 0.0                   # fraction of the frames generated before any edit
+    layers: frozenset[int] | None = None  # decoder layers edited (None = all)
+    heads: frozenset[int] | None = None   # heads edited in cross-attention (None = all)
+
+
+@dataclass
+class EditRecording:
+    """The target's cross-attention per step (mean over layers and heads) for the per-word preview; optionally
+    every edited map before and after (tests)."""
+
+    per_step: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> [keys], summed over the layers
+    changes: list[tuple[DecoderAttentionSite, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    keep_changes: bool = False
+
+
+class EditGenController:
+    """Plain state and policy: which rows, which columns, when; edits the probabilities the decoder hands over."""
+
+    def __init__(self, edit: AttentionEdit, settings: EditGenSettings, source_tokens: list[str],
+                 target_tokens: list[str], key_length: int, layers: int, prompts: int):
+        self.spec, self.settings = edit, settings
+        self.calls_per_step = 2 * layers
+        self.targets = list(range(1, prompts))  # conditional rows: [source, targets...], unconditional rows after
+        self.step, self.steps = 0, 1
+        self.recording = EditRecording()
+        self.target_tokens = target_tokens
+        length = key_length
+        self.mapping = torch.zeros(length, length)
+        blended = torch.zeros(length, dtype=torch.bool)
+        if edit.mode == "replace":
+            source_spans = token_word_spans(source_tokens, edit.source_prompt)
+            target_spans = token_word_spans(target_tokens, edit.target_prompt)
+            _, changed = edit.edited_words()
+            for word in changed:
+                src, tgt = source_spans[word][1], target_spans[word][1]
+                # Each target token takes the source word's attention, spread evenly (the word's total is kept).
+                self.mapping[torch.tensor(src)[:, None], torch.tensor(tgt)[None, :]] = 1.0 / len(tgt)
+                blended[tgt] = True
+        elif edit.mode == "refine":
+            for j, i in enumerate(align_tokens(source_tokens, target_tokens)):
+                if i >= 0:
+                    self.mapping[i, j] = 1.0
+                    blended[j] = True
+        self.blended = blended
+        self.weights = self._reweight(target_tokens, length)
+
+    def _reweight(self, tokens: list[str], length: int) -> torch.Tensor:
+        if not self.spec.reweight:
+            return torch.ones(length)
+        if self.settings.reweight_form == "scale":
+            return reweight_factors(tokens, self.spec.target_prompt, self.spec.reweight, length)
+        weights = torch.ones(length)
+        words = prompt_words(self.spec.target_prompt)
+        spans = token_word_spans(tokens, self.spec.target_prompt)
+        for phrase, weight in self.spec.reweight:
+            chosen = torch.zeros(length, dtype=torch.bool)
+            for word in find_phrase(words, phrase):
+                chosen[spans[word][1]] = True
+            chosen[len(tokens):] = True  # padding keys stay untouched (they carry no attention)
+            weights = torch.where(chosen, weights, weights / weight)
+        return weights
+
+    def begin_step(self, index: int, total: int) -> None:
+        self.step, self.steps = index, max(total, 1)
+
+    def _active(self, window: float) -> bool:
+        fraction = self.step / self.steps
+        return self.settings.offset <= fraction < window
+
+    def _alpha(self, site: DecoderAttentionSite) -> float:
+        if self.settings.fixed_alpha is not None:
+            return float(self.settings.fixed_alpha)
+        return site.call_index / self.calls_per_step if self.settings.depth_blend else 0.0
+
+    def edit(self, site: DecoderAttentionSite, probs: torch.Tensor) -> torch.Tensor:
+        """probs [rows, heads, 1, keys] -> the edited probabilities (target conditional rows only)."""
+        if self.settings.layers is not None and site.layer not in self.settings.layers:
+            return probs
+        if site.kind == "cross" and self.targets:
+            row = probs[self.targets[0]].float().mean(dim=(0, 1)).cpu()
+            previous = self.recording.per_step.get(self.step)
+            self.recording.per_step[self.step] = row if previous is None else previous + row
+        window = self.spec.self_window if site.kind == "self" else self.spec.cross_window
+        if not self.targets or not self._active(window):
+            return probs
+        source = probs[0]
+        out = probs.clone()
+        alpha = self._alpha(site)
+        for row in self.targets:
+            original = probs[row]
+            if site.kind == "self":
+                edited = source.clone()
+            else:
+                edited = self._edit_cross(source, original)
+                if self.settings.heads is not None:
+                    keep = [h for h in range(original.shape[0]) if h not in self.settings.heads]
+                    edited[keep] = original[keep]
+            # original + (1 - α)(edited - original): exactly the original wherever the edit changes nothing.
+            out[row] = original + (1.0 - alpha) * (edited - original)
+            if self.recording.keep_changes:
+                self.recording.changes.append((site, original.clone(), out[row].clone()))
+        return out
+
+    def _edit_cross(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        mapping = self.mapping.to(target.device, target.dtype)
+        edited = target.clone()
+        if self.blended.any():
+            columns = self.blended.to(target.device)
+            carried = source @ mapping  # [heads, 1, keys]: the source's attention moved onto target columns
+            b = self.settings.blend
+            edited[..., columns] = target[..., columns] + b * (carried[..., columns] - target[..., columns])
+        return edited * self.weights.to(target.device, target.dtype)
+
+
+def check_editgen_settings(settings: EditGenSettings, layers: int, heads: int) -> None:
+    """Refuse settings that cannot apply to this model, naming the input."""
+    if not 0.0 <= settings.blend <= 1.0:
+        raise PAEInputError("blend", f"{settings.blend:g}: use 0..1 (0 = no change, 1 = the source's columns).")
+    if settings.reweight_form not in REWEIGHT_FORMS:
+        raise PAEInputError("reweight_form", f"'{settings.reweight_form}' is not one of {', '.join(REWEIGHT_FORMS)}.")
+    if not 0.0 <= settings.offset < 1.0:
+        raise PAEInputError("offset", f"{settings.offset:g}: use a fraction of the frames in [0, 1).")
+    for name, chosen, count in (("layers", settings.layers, layers), ("heads", settings.heads, heads)):
+        if chosen is not None and (not chosen or not all(0 <= i < count for i in chosen)):
+            raise PAEInputError(name, f"{sorted(chosen)}: this model has {name} 0..{count - 1}.")
+
+
+def parse_indices(text: str, input_name: str) -> frozenset[int] | None:
+    """'all' or '' -> None; '0, 2-4' -> {0, 2, 3, 4}."""
+    text = str(text).strip().lower()
+    if text in ("", "all"):
+        return None
+    chosen = set()
+    try:
+        for part in text.replace(";", ",").split(","):
+            part = part.strip()
+            if "-" in part:
+                low, high = (int(p) for p in part.split("-", 1))
+                chosen.update(range(low, high + 1))
+            elif part:
+                chosen.add(int(part))
+    except ValueError:
+        raise PAEInputError(input_name, f"'{text}' is not 'all' or a list of numbers such as '0, 2-4'.") from None
+    return frozenset(chosen)
+
+
+def edit_music(musicgen: MusicGen, edit: Any, settings: EditGenSettings, *, seconds: float,
+               sampling: SamplingSettings, seed: int = 0, record_changes: bool = False,
+               recording: torch.Tensor | None = None) -> tuple[torch.Tensor, EditGenController]:
+    """Generate the source and the edited target together; codes [2, K, frames] and the controller (its maps).
+
+    With `recording` (EnCodec tokens [1, K, frames] of a real clip) the source row is teacher-forced on it under the
+    source prompt instead of sampled, so the target is edited against the recording's attention.
+    """
+    if not isinstance(edit, AttentionEdit):
+        raise PAEInputError("attention_edit", "expected the output of Attention Controller.")
+    if not edit.source_prompt:
+        raise PAEInputError("attention_edit", "MusicGen generates the source itself: give the Attention Controller "
+                            "a source prompt.")
+    if not musicgen.has_cross_attention and (edit.mode in ("replace", "refine") or edit.reweight):
+        raise PAEInputError("musicgen", f"'{musicgen.name}' is a MusicGen-melody model: its decoder has no "
+                            "cross-attention (text enters as a prefix), so word-level edits cannot act on it; use "
+                            "musicgen-small, -medium or -large.")
+    decoder_config = musicgen.model.decoder.config
+    check_editgen_settings(settings, decoder_config.num_hidden_layers, decoder_config.num_attention_heads)
+    prompts = [edit.source_prompt, edit.target_prompt]
+    encoded = musicgen.tokenizer(prompts, padding=True)
+    tokens = [musicgen.tokenizer.convert_ids_to_tokens([i for i, m in zip(ids, mask) if m])
+              for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"])]
+    controller = EditGenController(edit, settings, tokens[0], tokens[1], len(encoded["input_ids"][0]),
+                                   decoder_config.num_hidden_layers, len(prompts))
+    controller.recording.keep_changes = record_changes
+    with decoder_attention_control(musicgen.model, controller):
+        codes = musicgen.generate_codes(prompts, seconds, sampling, seed, noise_groups=[0, 0],
+                                        on_step=controller.begin_step, forced=recording)
+    return codes, controller
+
+
+def word_attention_images(controller: EditGenController) -> torch.Tensor:
+    """Per-word cross-attention of the target over time as an IMAGE batch [words, 48, min(steps x 4, 1024), 3]."""
+    from ..io.audio import colourise
+
+    per_step = controller.recording.per_step
+    if not per_step:
+        return torch.zeros(1, 48, 64, 3)
+    steps = torch.stack([per_step[i] for i in sorted(per_step)])  # [steps, keys]
+    images = []
+    for _, positions in token_word_spans(controller.target_tokens, controller.spec.target_prompt):
+        curve = steps[:, positions].sum(dim=-1)
+        curve = curve / curve.max().clamp_min(1e-12)
+        width = min(curve.numel() * 4, 1024)  # long runs are averaged down to 1024 columns
+        strip = torch.nn.functional.interpolate(curve[None, None], size=width, mode="linear" if width < curve.numel()
+                                                else "nearest")[0, 0]
+        images.append(colourise(strip[None].expand(48, -1)))
+    return torch.stack(images)
+
+
+def musicgen_edit(musicgen: Any, edit: Any, *, seed: int = 0, duration: float = 10.0, guidance: float = 3.0,
+                  top_k: int = 250, top_p: float = 0.0, temperature: float = 1.0, blend: float = 1.0,
+                  reweight_form: str = "scale", depth_blend: bool = True, offset: float = 0.0, layers: str = "all",
+                  heads: str = "all", source_audio: dict[str, Any] | None = None) -> tuple[dict[str, Any], torch.Tensor]:
+    """The MusicGen Edit node: [source, edited] per clip as an AUDIO batch, and the (first) target's per-word maps."""
+    if not isinstance(musicgen, MusicGen):
+        raise PAEInputError("musicgen", "expected the output of Load MusicGen.")
+    settings = EditGenSettings(blend=float(blend), reweight_form=reweight_form, depth_blend=bool(depth_blend),
+                               offset=float(offset), layers=parse_indices(layers, "layers"),
+                               heads=parse_indices(heads, "heads"))
+    sampling = SamplingSettings(guidance=float(guidance), top_k=int(top_k), top_p=float(top_p),
+                                temperature=float(temperature))
+    if source_audio is None:
+        runs = [edit_music(musicgen, edit, settings, seconds=float(duration), sampling=sampling, seed=seed)]
+    else:
+        waveform, rate = check_audio(source_audio, "source_audio")
+        runs = [edit_music(musicgen, edit, settings, seconds=0.0, sampling=sampling, seed=seed,
+                           recording=musicgen.encode_audio(clip, rate)) for clip in waveform]
+    codes, controller = torch.cat([codes for codes, _ in runs]), runs[0][1]
+    audio = {"waveform": musicgen.decode(codes), "sample_rate": musicgen.sample_rate}
+    return audio, word_attention_images(controller)

@@ -1,0 +1,249 @@
+"""PPAE's edit sampler: source and K target branches in one batch, edited attention fused in on a schedule.
+
+Rows of the batch for one clip:  [target uncond × K, (source uncond), source cond, target cond × K].
+The source branch of a DDPM inversion is known exactly (its stored path), so it needs no prediction of its own,
+only its conditional row for the attention maps; a DDIM inversion's source branch is denoised alongside.
+Every target uses the same source maps, so K guidance scales cost K + 1 rows, not 2K.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..core import bridge
+from ..attention.alignment import positional_mapping, token_word_spans, word_stream_mapping
+from ..attention.control import AttentionController, AttentionRecording, BranchLayout, attention_control
+from ..attention.edit import AttentionEdit
+from ..io.audio import colourise
+from ..backbones.base import Backbone, refuse_audio_prompt
+from ..core.errors import PAEInputError
+from ..attention.schedule import FusionSchedule
+from ..diffusion.inversion import Inversion, encode_prompts
+from ..core.latent import PAE_KEY
+from ..diffusion.steps import guide, solver_step
+
+# P2P's LocalBlend starts blending after 20 % of the steps; PPAE does not say.
+DEFAULT_BLEND_START = 0.2
+MAX_CANDIDATES = 16
+
+
+@dataclass
+class EditResult:
+    """The candidates of every clip ([B·K, C, T', F'], clip-major) and the per-word attention maps."""
+
+    samples: torch.Tensor
+    scales: list[float]
+    maps: list[tuple[str, torch.Tensor]]  # (word, [T', F'] mean target attention) for the first clip
+
+
+def parse_guidance_scales(text: str) -> list[float]:
+    """'3, 7.5, 12' -> [3.0, 7.5, 12.0] (guidance bootstrapping: one candidate per scale)."""
+    try:
+        scales = [float(s) for s in str(text).replace(";", ",").split(",") if s.strip()]
+    except ValueError:
+        raise PAEInputError("guidance_scales", f"'{text}' is not a comma-separated list of numbers, e.g. "
+                            "'3, 6, 12, 18, 25'.") from None
+    if not scales:
+        raise PAEInputError("guidance_scales", "give at least one guidance scale, e.g. '12' or '3, 6, 12, 18, 25'.")
+    if len(scales) > MAX_CANDIDATES:
+        raise PAEInputError("guidance_scales", f"{len(scales)} scales; at most {MAX_CANDIDATES} run in one batch.")
+    for scale in scales:
+        if not 0.0 <= scale <= 100.0:
+            raise PAEInputError("guidance_scales", f"{scale:g} is outside 0..100.")
+    return scales
+
+
+def _check_inversion(backbone: Backbone, inversion: Any) -> Inversion:
+    refuse_audio_prompt(backbone, "the PPAE edit")
+    if not isinstance(inversion, Inversion):
+        raise PAEInputError("inversion", "expected the output of DDIM/DDPM Invert.")
+    if inversion.family != backbone.family or inversion.model != backbone.name:
+        raise PAEInputError("inversion", f"this inversion was made with {inversion.family} '{inversion.model}' but "
+                            f"the model here is {backbone.family} '{backbone.name}'; invert with the same model.")
+    return inversion
+
+
+def _stream_mappings(backbone: Backbone, edit: AttentionEdit, conditioning, source_row: int, target_row: int):
+    word = backbone.word_stream
+    length = conditioning.streams[word].shape[1]
+    tokens = conditioning.tokens[word]
+    mappings = {word: word_stream_mapping(edit, tokens[source_row], tokens[target_row], length)}
+    if edit.streams == "all":
+        for name, stream in conditioning.streams.items():
+            if name != word:
+                mask = conditioning.masks.get(name)
+                real = stream.shape[1] if mask is None else int(mask[source_row].sum())
+                mappings[name] = positional_mapping(real, stream.shape[1])
+    return mappings
+
+
+@torch.no_grad()
+def run_branches(backbone: Backbone, inversion: Inversion, clip: int, target_prompt: str, scales: list[float],
+                 edit: AttentionEdit | None = None, schedule: FusionSchedule | None = None,
+                 blend_threshold: float = 0.0, blend_start: float = DEFAULT_BLEND_START,
+                 preview: bool = False) -> tuple[torch.Tensor, list[tuple[str, torch.Tensor]]]:
+    """Denoise one clip's K target branches from its inversion (with the edit, when given); returns [K, C, T', F']."""
+    device = backbone.device
+    count = len(scales)
+    steps = inversion.edit_steps
+    with_source = edit is not None
+    source_predicted = with_source and not inversion.exact
+    source_scale_row = source_predicted and inversion.guidance != 1.0
+    # Row plan: prompts per row, and which rows are the branches' uncond / cond halves.
+    prompts = [""] * count + ([""] if source_scale_row else [])
+    source_cond = len(prompts) if with_source else None
+    prompts += [inversion.prompt] if with_source else []
+    target_cond = list(range(len(prompts), len(prompts) + count))
+    prompts += [target_prompt] * count
+    conditioning = encode_prompts(backbone, prompts, "attention_edit")
+    start = inversion.start[clip:clip + 1].to(device, torch.float32)
+    targets = start.repeat(count, *[1] * (start.dim() - 1))
+    source = start
+    target_scales = torch.tensor(scales, device=device, dtype=torch.float32)
+
+    controller = None
+    if with_source:
+        recording = AttentionRecording()
+        word = backbone.word_stream
+        source_words, target_words = edit.edited_words()
+        source_groups = [g for _, g in token_word_spans(conditioning.tokens[word][source_cond], edit.source_prompt)]
+        target_spans = token_word_spans(conditioning.tokens[word][target_cond[0]], edit.target_prompt)
+        if blend_threshold > 0.0:
+            recording.blend_tokens[source_cond] = [p for i in source_words for p in source_groups[i]]
+            for row in target_cond:
+                recording.blend_tokens[row] = [p for i in target_words for p in target_spans[i][1]]
+        if preview:
+            recording.preview_row = target_cond[0]
+            recording.word_tokens = [g for _, g in target_spans]
+        grid = backbone.attention_grid(tuple(start.shape))
+        controller = AttentionController(edit, schedule or FusionSchedule(),
+                                         _stream_mappings(backbone, edit, conditioning, source_cond, target_cond[0]),
+                                         BranchLayout(source_cond, target_cond), grid, word, recording,
+                                         backbone.query_prefix, backbone.single_resolution)
+
+    control = attention_control(backbone.denoiser, backbone.cross_attention_sites(), controller) \
+        if controller is not None else contextlib.nullcontext()
+    history = {"targets": None, "source": None}  # each branch's previous x̂0 for a multistep solver
+    with bridge.Progress(steps, "PPAE edit") as progress, control:
+        for n in range(steps):
+            t, alpha, alpha_prev = inversion.step(n)
+            sigma = inversion.sigma(n)
+            if controller is not None:
+                controller.begin_step(n, steps)
+            rows = [targets]
+            if source_scale_row:
+                rows.append(source)
+            if with_source:
+                rows.append(source)
+            rows.append(targets)
+            output = backbone.predict(torch.cat(rows), t, conditioning).float()
+            guided = guide(output[:count], output[target_cond[0]:], target_scales)
+            targets, history["targets"] = _step(guided, targets, alpha, alpha_prev, sigma, inversion, clip, n,
+                                                device, history["targets"])
+            if source_predicted:
+                src_out = output[source_cond:source_cond + 1]
+                if source_scale_row:
+                    src_out = guide(output[count:count + 1], src_out,
+                                    torch.tensor([inversion.guidance], device=device))
+                source, history["source"] = _step(src_out, source, alpha, alpha_prev, sigma, inversion, clip, n,
+                                                   device, history["source"])
+            elif with_source:
+                source = inversion.trajectory[n + 1, clip:clip + 1].to(device, torch.float32)
+            if controller is not None and blend_threshold > 0.0 and n / steps >= blend_start:
+                masks = controller.blend_masks(blend_threshold)
+                if masks is not None:
+                    targets = source + masks.reshape(count, 1, *targets.shape[2:]) * (targets - source)
+            progress.step()
+    maps = []
+    if controller is not None and preview and controller.recording.preview_sum is not None:
+        rec = controller.recording
+        mean = rec.preview_sum / rec.preview_count
+        maps = [(word_text, mean[i].cpu()) for i, (word_text, _) in enumerate(target_spans)]
+    return targets, maps
+
+
+def _step(output, latents, alpha, alpha_prev, sigma, inversion, clip, n, device, previous):
+    # A DDPM inversion made with the model's multistep solver is re-denoised with it too (the same means).
+    multistep = inversion.schedule.multistep and inversion.noise is not None
+    mean, state = solver_step(output, latents, alpha, alpha_prev, sigma, inversion.schedule.prediction_type,
+                              previous if multistep else None)
+    if inversion.noise is not None:
+        mean = mean + inversion.noise[n, clip:clip + 1].to(device, torch.float32)
+    return mean, state if multistep else None
+
+
+def _candidates_latent(inversion: Inversion, samples: torch.Tensor, scales: list[float], target_prompt: str,
+                       ) -> dict[str, Any]:
+    batch = inversion.start.shape[0]
+    info = dict(inversion.latent)
+    if isinstance(info.get("gain"), torch.Tensor):
+        info["gain"] = info["gain"].repeat_interleave(len(scales))
+    info["candidates"] = [{"clip": b, "guidance": s, "target_prompt": target_prompt, "source_prompt": inversion.prompt}
+                          for b in range(batch) for s in scales]
+    return {"samples": samples.cpu(), "type": "audio", PAE_KEY: info}
+
+
+def redenoise(backbone: Backbone, inversion: Any, prompt: str | None = None, guidance: float | None = None,
+              ) -> dict[str, Any]:
+    """Denoise an inversion without any edit (the source prompt and guidance by default: reconstructs the clip)."""
+    inversion = _check_inversion(backbone, inversion)
+    prompt = inversion.prompt if prompt is None else prompt
+    return prompt_edit(backbone, inversion, prompt, [inversion.guidance if guidance is None else float(guidance)])
+
+
+def prompt_edit(backbone: Backbone, inversion: Any, target_prompt: str,
+                guidance_scales: str | list[float] = "12") -> dict[str, Any]:
+    """ZETA's text edit: re-denoise with the target prompt and the inversion's noise; one candidate per scale."""
+    inversion = _check_inversion(backbone, inversion)
+    target_prompt = " ".join(str(target_prompt).split())
+    if not target_prompt:
+        raise PAEInputError("target_prompt", "describe what the clip should become, e.g. 'a cat meowing in the rain'.")
+    scales = parse_guidance_scales(guidance_scales) if isinstance(guidance_scales, str) else list(guidance_scales)
+    backbone.activate()
+    samples = torch.cat([run_branches(backbone, inversion, b, target_prompt, scales)[0]
+                         for b in range(inversion.start.shape[0])])
+    return _candidates_latent(inversion, samples, scales, target_prompt)
+
+
+def fuse_edit(backbone: Backbone, inversion: Any, edit: Any, *, guidance_scales: str | list[float] = "12",
+              schedule: FusionSchedule | None = None, local_blend: float = 0.0,
+              blend_start: float = DEFAULT_BLEND_START, attention_maps: bool = True,
+              ) -> tuple[dict[str, Any], torch.Tensor]:
+    """The Fuser: edit every clip of an inversion, one candidate per guidance scale; LATENT batch + per-word maps."""
+    inversion = _check_inversion(backbone, inversion)
+    if not isinstance(edit, AttentionEdit):
+        raise PAEInputError("attention_edit", "expected the output of Attention Controller.")
+    edit = edit.bind(inversion.prompt)
+    scales = parse_guidance_scales(guidance_scales) if isinstance(guidance_scales, str) else list(guidance_scales)
+    if not 0.0 <= local_blend < 1.0:
+        raise PAEInputError("local_blend", f"{local_blend:g}: use 0 (off) or a threshold below 1 (P2P: 0.3).")
+    if not 0.0 <= blend_start <= 1.0:
+        raise PAEInputError("blend_start", f"{blend_start:g} is not a fraction of the steps; use 0..1.")
+    backbone.activate()
+    samples, maps = [], []
+    for clip in range(inversion.start.shape[0]):
+        latents, clip_maps = run_branches(backbone, inversion, clip, edit.target_prompt, scales, edit, schedule,
+                                          local_blend, blend_start, preview=attention_maps and clip == 0)
+        samples.append(latents)
+        maps = maps or clip_maps
+    latent = _candidates_latent(inversion, torch.cat(samples), scales, edit.target_prompt)
+    return latent, attention_map_images(maps, backbone.attention_grid(tuple(inversion.start.shape)))
+
+
+def attention_map_images(maps: list[tuple[str, torch.Tensor]], grid: tuple[int, int]) -> torch.Tensor:
+    """Per-word maps as an IMAGE batch [W, H, W', 3]: time across, frequency up, each map scaled to its own peak."""
+    height, width = grid[1] * 8, grid[0] * 4
+    if not maps:
+        return torch.zeros(1, height, width, 3)
+    images = []
+    for _, values in maps:
+        picture = values.T.flip(0)[None, None].float()  # [1, 1, F', T'], low frequencies at the bottom
+        picture = F.interpolate(picture, size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+        picture = picture / picture.max().clamp_min(1e-12)
+        images.append(colourise(picture))
+    return torch.stack(images)

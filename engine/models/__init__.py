@@ -1,0 +1,1 @@
+"""Models that are not diffusion backbones: CLAP (scoring), AudioMAE (AP-Adapter's audio prompt), MusicGen (EditGen)."""
