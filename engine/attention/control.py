@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +21,17 @@ import torch.nn.functional as F
 from .alignment import TokenMapping
 from .processors import close_attention, open_attention, processors_installed, project_keys
 from .edit import AttentionEdit
-from ..backbones.base import CrossAttentionSite
+from ..backbones.base import CrossAttentionSite, processor_name
 from .schedule import FusionSchedule
+
+
+class StepController(Protocol):
+    """The per-run attention policy every method has (PPAE's FusionController, EditGenController,
+    AudioPromptController): plain state that the installed processors consult, told where the run is before each
+    denoiser call. Installing it and removing it leaves the model as it was."""
+
+    def begin_step(self, index: int, total: int) -> None:
+        """Step `index` of `total` is next: set this step's ratios and windows."""
 
 
 @dataclass
@@ -58,8 +67,8 @@ def site_grid(latent_grid: tuple[int, int], queries: int) -> tuple[int, int, int
     return height, width, downsampling
 
 
-class AttentionController:
-    """Per-run policy of an attention edit: which rows, which keys, how strongly, at which step."""
+class FusionController:
+    """PPAE's StepController: which rows, which keys, how strongly the edited attention is fused in, at which step."""
 
     def __init__(self, edit: AttentionEdit, schedule: FusionSchedule, mappings: dict[str, TokenMapping],
                  layout: BranchLayout, latent_grid: tuple[int, int], word_stream: str,
@@ -183,7 +192,7 @@ class AttentionController:
 class EditProcessor:
     """A diffusers attention processor (AttnProcessor2_0's arithmetic) whose attention core asks the controller."""
 
-    def __init__(self, controller: AttentionController, site: CrossAttentionSite | None):
+    def __init__(self, controller: FusionController, site: CrossAttentionSite | None):
         self.controller = controller
         self.site = site
 
@@ -199,14 +208,15 @@ class EditProcessor:
 
 @contextlib.contextmanager
 def attention_control(denoiser: torch.nn.Module, sites: list[CrossAttentionSite],
-                      controller: AttentionController) -> Iterator[None]:
+                      controller: FusionController) -> Iterator[None]:
     """Install the controller's processors on every cross- and self-attention layer; restore the originals after."""
     by_name = {site.name: site for site in sites}
     patched = {}
+    modules = {processor_name(path): module for path, module in denoiser.named_modules()}
     for name in denoiser.attn_processors:
         if name in by_name:
             patched[name] = EditProcessor(controller, by_name[name])
-        elif not getattr(denoiser.get_submodule(name.rsplit(".processor", 1)[0]), "is_cross_attention", False):
+        elif not getattr(modules[name], "is_cross_attention", False):
             patched[name] = EditProcessor(controller, None)
     with processors_installed(denoiser, patched):
         yield

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from ..core.errors import PAEInputError
+from ..core.checks import clean_prompt
 
 EDIT_MODES = ("replace", "refine", "reweight")
 STREAM_CHOICES = ("all", "words only")
@@ -150,8 +151,8 @@ def make_attention_edit(mode: str, source_prompt: str, target_prompt: str, rewei
                         self_window: float = 0.0, streams: str = "all",
                         self_min_downsampling: int = DEFAULT_SELF_MIN_DOWNSAMPLING) -> AttentionEdit:
     """Build and check an edit from the controller's inputs (the source prompt may be left to the inversion)."""
-    source_prompt = " ".join(source_prompt.split())
-    target_prompt = " ".join(target_prompt.split())
+    source_prompt = clean_prompt(source_prompt)
+    target_prompt = clean_prompt(target_prompt)
     if mode == "reweight" and not target_prompt:
         target_prompt = source_prompt
     edit = AttentionEdit(mode=mode, source_prompt=source_prompt, target_prompt=target_prompt,

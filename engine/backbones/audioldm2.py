@@ -54,14 +54,6 @@ class AudioLDM2Backbone(MelVAEBackbone):
                 "text_encoder_2": p.text_encoder_2, "projection_model": p.projection_model,
                 "language_model": p.language_model}
 
-    @property
-    def device(self) -> torch.device:
-        return self.pipeline.unet.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.pipeline.unet.dtype
-
     def make_scheduler(self) -> Any:
         return type(self.pipeline.scheduler).from_config(self.pipeline.scheduler.config)
 
@@ -89,8 +81,9 @@ class AudioLDM2Backbone(MelVAEBackbone):
                                 masks={"gpt2": None, "t5": t5_mask}, tokens={"t5": tokens})
 
     # ----------------------------------------------------------------------------------- denoising
-    def predict(self, latents: torch.Tensor, timestep: torch.Tensor | int,
-                conditioning: TextConditioning) -> torch.Tensor:
+    def predict(self, latents: torch.Tensor, timestep: torch.Tensor | float, conditioning: TextConditioning,
+                input_latent: torch.Tensor | None = None) -> torch.Tensor:
+        self.check_input_latent(input_latent)
         unet = self.pipeline.unet
         return unet(latents.to(unet.dtype), timestep,
                     encoder_hidden_states=conditioning.streams["gpt2"].to(unet.dtype),
@@ -112,7 +105,7 @@ class AudioLDM2Backbone(MelVAEBackbone):
                     if attn is None or not attn.is_cross_attention:
                         continue
                     sites.append(CrossAttentionSite(
-                        name=f"{prefix}.attentions.{a}.transformer_blocks.{t}.attn2.processor",
+                        module_path=f"{prefix}.attentions.{a}.transformer_blocks.{t}.attn2",
                         stream="t5" if position >= _T5_FROM_INDEX else "gpt2",
                         key_dim=attn.to_k.in_features, heads=attn.heads, place=place, downsampling=downsampling))
         return sites

@@ -15,12 +15,22 @@ from ..core.errors import PAEInputError
 class CrossAttentionSite:
     """One true cross-attention layer: where a word-level edit can act."""
 
-    name: str          # attention-processor name, e.g. "down_blocks.1.attentions.1.transformer_blocks.0.attn2.processor"
+    module_path: str   # the Attention module in the denoiser, e.g. "down_blocks.1.attentions.1.transformer_blocks.0.attn2"
     stream: str        # conditioning stream that feeds its keys, e.g. "gpt2" or "t5"
     key_dim: int       # in_features of its key projection
     heads: int
     place: str         # "down", "mid" or "up"
     downsampling: int  # latent-grid downsampling at this layer (1 = full latent resolution)
+
+    @property
+    def name(self) -> str:
+        """The layer's key in the denoiser's attn_processors (what processors are installed under)."""
+        return processor_name(self.module_path)
+
+
+def processor_name(module_path: str) -> str:
+    """diffusers' attn_processors key of the Attention module at module_path."""
+    return f"{module_path}.processor"
 
 
 @dataclass
@@ -79,9 +89,25 @@ class Backbone(ABC):
     text_streams: tuple[str, ...]
     word_stream: str           # the stream whose tokens are words (for word-level edits)
     managed: Any = None        # set by the loader: moves weights to the compute device on demand
-    audio_prompt: Any = None   # set on a copy by the AP-Adapter (engine.ap_adapter.AudioPrompt)
+    # A plain model carries no audio prompt; methods.ap_adapter.apply_ap_adapter returns a copy that does.
+    audio_prompt: Any = None
     query_prefix: int = 0      # positions the denoiser puts before the latent's own in attention (DiT: 1 global token)
     single_resolution: bool = False  # every attention layer sees the latent at full resolution (DiT)
+
+    @property
+    @abstractmethod
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """Every weight-bearing part by name (the denoiser among them), for device placement and memory accounting."""
+
+    @property
+    def device(self) -> torch.device:
+        """Where the denoiser's weights are now: the device a method puts its latents and noise on."""
+        return self.denoiser.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The denoiser's weight dtype (a method computes in float32 and casts at the model's door)."""
+        return self.denoiser.dtype
 
     def activate(self) -> None:
         """Bring the weights to the compute device; samplers call it once per run, before predict()."""
@@ -100,9 +126,22 @@ class Backbone(ABC):
     def encode_text(self, prompts: list[str]) -> TextConditioning:
         """Encode prompts together (shared padding), returning every stream and the word stream's tokens."""
 
+    reads_input_latent: bool = False  # the denoiser also reads a clean latent beside the noisy one (SAO-Instruct)
+
     @abstractmethod
-    def predict(self, latents: torch.Tensor, timestep: torch.Tensor | int, conditioning: TextConditioning) -> torch.Tensor:
-        """The denoiser's output (noise or v, see prediction_type) for latents at a timestep."""
+    def predict(self, latents: torch.Tensor, timestep: torch.Tensor | float, conditioning: TextConditioning,
+                input_latent: torch.Tensor | None = None) -> torch.Tensor:
+        """The denoiser's output (noise or v, see prediction_type) for latents at a timestep.
+
+        input_latent: the clean latent a denoiser with reads_input_latent takes beside the noisy one (one row per
+        latent row); given to any other backbone it is refused (check_input_latent).
+        """
+
+    def check_input_latent(self, input_latent: torch.Tensor | None) -> None:
+        """Refuse an input latent this denoiser cannot read (and, where it must read one, its absence)."""
+        if input_latent is not None and not self.reads_input_latent:
+            raise PAEInputError("model", f"{self.family} '{self.name}' does not read the clip's latent beside the "
+                                "noisy one (SAO-Instruct does); load SAO-Instruct for instruction edits.")
 
     def duration_limit(self) -> str:
         """The longest clip, for messages: '30 s', '47.55 s'."""
@@ -119,10 +158,16 @@ class Backbone(ABC):
         """Shape [C, ...] of one clip's latent for a clip of num_samples at the model's rate."""
         raise NotImplementedError(f"{self.family} cannot start from an empty latent")
 
-    def step_schedule(self, steps: int) -> Any:
-        """The sampling.StepSchedule of a `steps`-step run, from the model's own scheduler configuration."""
+    def step_schedule(self, steps: int, sigma_start: float | None = None) -> Any:
+        """The diffusion.steps.StepSchedule of a `steps`-step run, from the model's own scheduler configuration.
+
+        sigma_start: start the run at this noise level σ instead of the schedule's top (a partial run from a noised
+        clip); only σ-scheduled backbones (Stable Audio) lay their steps out that way.
+        """
         from ..diffusion.steps import make_step_schedule
 
+        if sigma_start is not None:
+            raise ValueError(f"{self.family} schedules are laid out in timesteps, not from a starting σ")
         return make_step_schedule(self.make_scheduler(), steps, self.prediction_type)
 
     def attention_grid(self, latent_shape: tuple[int, ...]) -> tuple[int, int]:
@@ -133,9 +178,9 @@ class Backbone(ABC):
     def cross_attention_sites(self) -> list[CrossAttentionSite]:
         """Every true cross-attention layer of the denoiser (second self-attentions excluded)."""
 
-    @abstractmethod
     def make_scheduler(self) -> Any:
-        """A fresh scheduler configured as the model was trained (its own state per run)."""
+        """A fresh diffusers scheduler configured as the model was trained (its own state per run)."""
+        raise NotImplementedError(f"{self.family} lays out its steps in step_schedule without a diffusers scheduler")
 
     @property
     @abstractmethod

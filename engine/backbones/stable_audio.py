@@ -66,6 +66,10 @@ class StableAudioBackbone(Backbone):
         """True for SAO-Instruct: the DiT reads the noisy latent and the clip's latent stacked on channels."""
         return self.in_channels == 2 * self.latent_channels
 
+    @property
+    def reads_input_latent(self) -> bool:
+        return self.instruct
+
     # ------------------------------------------------------------------------------------ modules
     @property
     def denoiser(self) -> torch.nn.Module:
@@ -76,18 +80,6 @@ class StableAudioBackbone(Backbone):
         """Every weight-bearing part, for device placement and memory accounting."""
         return {"transformer": self.transformer, "vae": self.vae, "text_encoder": self.text_encoder,
                 "projection_model": self.projection}
-
-    @property
-    def device(self) -> torch.device:
-        return self.transformer.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.transformer.dtype
-
-    def make_scheduler(self) -> dict[str, Any]:
-        """The scheduler configuration (CosineDPMSolverMultistep); step_schedule turns it into steps."""
-        return dict(self.scheduler_config)
 
     def step_schedule(self, steps: int, sigma_start: float | None = None) -> StepSchedule:
         """σ log-spaced from σ_max (or sigma_start) down to σ_min, then 0, as the scheduler's 'exponential' schedule.
@@ -178,9 +170,8 @@ class StableAudioBackbone(Backbone):
         return self._rotary[key]
 
     # ----------------------------------------------------------------------------------- denoising
-    def predict(self, latents: torch.Tensor, timestep: torch.Tensor | float, conditioning: TextConditioning,
-                input_latent: torch.Tensor | None = None) -> torch.Tensor:
-        """v at model time t = atan(σ)·2/π for VP latents [B, 64, T']; SAO-Instruct also takes the clip's latent."""
+    def check_input_latent(self, input_latent: torch.Tensor | None) -> None:
+        """SAO-Instruct needs the clip's latent on every call; Stable Audio Open cannot take one."""
         if self.instruct and input_latent is None:
             raise PAEInputError("model", f"'{self.name}' is SAO-Instruct (its DiT also reads the clip being edited); "
                                 "use it with Instruct Edit (PAE), or load Stable Audio Open for this node.")
@@ -188,6 +179,11 @@ class StableAudioBackbone(Backbone):
             raise PAEInputError("model", f"'{self.name}' is Stable Audio Open, not SAO-Instruct: its DiT takes "
                                 f"{self.in_channels} input channels, not {2 * self.latent_channels} (noisy latent + "
                                 "clip latent); load an SAO-Instruct checkpoint with Load SAO-Instruct.")
+
+    def predict(self, latents: torch.Tensor, timestep: torch.Tensor | float, conditioning: TextConditioning,
+                input_latent: torch.Tensor | None = None) -> torch.Tensor:
+        """v at model time t = atan(σ)·2/π for VP latents [B, 64, T']; SAO-Instruct also takes the clip's latent."""
+        self.check_input_latent(input_latent)
         dit = self.transformer
         dtype, device = dit.dtype, latents.device
         batch, frames = latents.shape[0], latents.shape[-1]
@@ -202,7 +198,7 @@ class StableAudioBackbone(Backbone):
                    rotary_embedding=self._rotary_embedding(frames + self.query_prefix, device), return_dict=False)[0]
 
     def cross_attention_sites(self) -> list[CrossAttentionSite]:
-        return [CrossAttentionSite(name=f"transformer_blocks.{i}.attn2.processor", stream="t5",
+        return [CrossAttentionSite(module_path=f"transformer_blocks.{i}.attn2", stream="t5",
                                    key_dim=block.attn2.to_k.in_features, heads=block.attn2.heads, place="mid",
                                    downsampling=1)
                 for i, block in enumerate(self.transformer.transformer_blocks)]

@@ -383,7 +383,7 @@ def cross_attention_sites_of(unet: torch.nn.Module) -> list[CrossAttentionSite]:
                 if attn is None or not attn.is_cross_attention:
                     continue
                 sites.append(CrossAttentionSite(
-                    name=f"{prefix}.attentions.{a}.transformer_blocks.{t}.attn2.processor", stream="t5",
+                    module_path=f"{prefix}.attentions.{a}.transformer_blocks.{t}.attn2", stream="t5",
                     key_dim=attn.to_k.in_features, heads=attn.heads, place=place, downsampling=downsampling))
     return sites
 
@@ -420,14 +420,6 @@ class TangoBackbone(MelVAEBackbone):
         """Every weight-bearing part, for device placement and memory accounting."""
         return {"unet": self.unet, "vae": self.vae, "vocoder": self.vocoder, "text_encoder": self.text_encoder}
 
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
-
     def make_scheduler(self) -> Any:
         return make_tango_scheduler()
 
@@ -450,8 +442,9 @@ class TangoBackbone(MelVAEBackbone):
                                 masks={"t5": mask.to(self.device)}, tokens={"t5": tokens})
 
     # ----------------------------------------------------------------------------------- denoising
-    def predict(self, latents: torch.Tensor, timestep: torch.Tensor | int,
-                conditioning: TextConditioning) -> torch.Tensor:
+    def predict(self, latents: torch.Tensor, timestep: torch.Tensor | float, conditioning: TextConditioning,
+                input_latent: torch.Tensor | None = None) -> torch.Tensor:
+        self.check_input_latent(input_latent)
         unet = self.unet
         return unet(latents.to(unet.dtype), timestep,
                     encoder_hidden_states=conditioning.streams["t5"].to(unet.dtype),

@@ -15,20 +15,21 @@ PAE_KEY = "pae"
 def make_latent(samples: torch.Tensor, *, family: str, model: str, sample_rate: int, num_samples: int,
                 source_sample_rate: int, source_num_samples: int, source_channels: int, gain: torch.Tensor) -> dict[str, Any]:
     """Build a LATENT dict recording the backbone and the clip's length, rate, channels and level."""
-    return {
-        "samples": samples,
-        "type": "audio",
-        PAE_KEY: {
-            "family": family,
-            "model": model,
-            "sample_rate": int(sample_rate),
-            "num_samples": int(num_samples),
-            "source_sample_rate": int(source_sample_rate),
-            "source_num_samples": int(source_num_samples),
-            "source_channels": int(source_channels),
-            "gain": gain.detach().to(torch.float32).cpu(),
-        },
-    }
+    return latent_with_info(samples, {
+        "family": family,
+        "model": model,
+        "sample_rate": int(sample_rate),
+        "num_samples": int(num_samples),
+        "source_sample_rate": int(source_sample_rate),
+        "source_num_samples": int(source_num_samples),
+        "source_channels": int(source_channels),
+        "gain": gain.detach().to(torch.float32).cpu(),
+    })
+
+
+def latent_with_info(samples: torch.Tensor, info: dict[str, Any]) -> dict[str, Any]:
+    """A LATENT dict of samples with the pack's bookkeeping under PAE_KEY (core's latent nodes pass it along)."""
+    return {"samples": samples, "type": "audio", PAE_KEY: info}
 
 
 def latent_info(latent: Any, family: str, latent_channels: int, input_name: str = "latent") -> dict[str, Any]:

@@ -16,10 +16,12 @@ from typing import Any
 import torch
 
 from ..core import bridge
-from ..backbones.base import Backbone, TextConditioning, refuse_audio_prompt
+from ..backbones.base import Backbone, refuse_audio_prompt
 from ..core.errors import PAEInputError
+from ..core.checks import check_guidance, check_steps, clean_prompt
 from ..core.latent import latent_info
-from .steps import StepSchedule, ddpm_sigma, guide, solver_step, split_prediction
+from .guidance import encode_prompts, guided_prediction
+from .steps import StepSchedule, ddpm_sigma, noised, solver_step, split_prediction
 
 INVERSION_METHODS = ("ddpm", "ddim")
 
@@ -64,38 +66,13 @@ class Inversion:
         return ddpm_sigma(alpha, alpha_prev)
 
 
-def encode_prompts(backbone: Backbone, prompts: list[str], input_name: str) -> TextConditioning:
-    """Encode each distinct prompt on its own (so its encoding never depends on the others) and stack them."""
-    unique = list(dict.fromkeys(prompts))
-    encoded = {}
-    for prompt in unique:
-        try:
-            encoded[prompt] = backbone.encode_text([prompt])
-        except PAEInputError as exc:
-            raise PAEInputError(input_name, exc.message) from None
-    stacked = TextConditioning.concat([encoded[p] for p in unique])
-    return stacked.rows([unique.index(p) for p in prompts])
-
-
-def guided_prediction(backbone: Backbone, latents: torch.Tensor, timestep: int, uncond: TextConditioning,
-                      cond: TextConditioning, scales: torch.Tensor) -> torch.Tensor:
-    """The guided model output for a batch of latents (one uncond and one cond row each; no uncond at scale 1)."""
-    if torch.all(scales == 1.0):
-        return backbone.predict(latents, timestep, cond).float()
-    both = TextConditioning.concat([uncond, cond])
-    out = backbone.predict(torch.cat([latents, latents]), timestep, both).float()
-    return guide(*out.chunk(2), scales)
-
-
 def _check_settings(steps: int, skip_fraction: float, guidance: float, method: str) -> int:
     if method not in INVERSION_METHODS:
         raise PAEInputError("method", f"'{method}' is not one of {', '.join(INVERSION_METHODS)}.")
-    if not 2 <= steps <= 1000:
-        raise PAEInputError("steps", f"{steps} steps: use 2..1000 (PPAE: 100).")
+    check_steps(steps, "PPAE: 100", lowest=2)
     if not 0.0 <= skip_fraction < 1.0:
         raise PAEInputError("edit_start", f"{skip_fraction:g} must be in [0, 1): the fraction of the steps skipped.")
-    if not 0.0 <= guidance <= 100.0:
-        raise PAEInputError("guidance", f"{guidance:g} is outside 0..100.")
+    check_guidance(guidance)
     skip = min(int(round(steps * skip_fraction)), steps - 1)
     return skip
 
@@ -106,7 +83,7 @@ def invert(backbone: Backbone, latent: dict[str, Any], prompt: str, *, method: s
     """Invert a LATENT batch with the source prompt; the result feeds any number of edits."""
     info = latent_info(latent, backbone.family, backbone.latent_channels)
     refuse_audio_prompt(backbone, "inversion")
-    prompt = " ".join(str(prompt).split())
+    prompt = clean_prompt(prompt)
     if not prompt:
         raise PAEInputError("source_prompt", "describe the clip as it is (e.g. 'a dog barking in the rain'); "
                             "the edit swaps words of this description.")
@@ -138,7 +115,7 @@ def _invert_ddpm(backbone, x0, schedule, run, uncond, cond, scales, seed, progre
     for i in run:
         alpha = schedule.alphas[i]
         eps = torch.randn(x0.shape, generator=generator).to(x0.device)
-        path.append(alpha ** 0.5 * x0 + (1.0 - alpha) ** 0.5 * eps)
+        path.append(noised(x0, eps, alpha))
     path.append(x0)
     noise = []
     previous = None
@@ -163,7 +140,7 @@ def _invert_ddim(backbone, x0, schedule, run, uncond, cond, scales, progress):
         # The model reads x as if at t; convert with the ᾱ at t so v-prediction is handled too.
         eps, _ = split_prediction(output, x, alpha, schedule.prediction_type)
         pred_x0 = (x - (1.0 - alpha_prev) ** 0.5 * eps) / alpha_prev ** 0.5
-        x = alpha ** 0.5 * pred_x0 + (1.0 - alpha) ** 0.5 * eps
+        x = noised(pred_x0, eps, alpha)
         path.append(x)
         progress.step()
     return torch.stack(path[::-1]), None

@@ -16,19 +16,18 @@ from ..core import bridge
 from ..methods.ap_adapter import audio_prompt_attention
 from ..backbones.base import Backbone, TextConditioning
 from ..core.errors import PAEInputError
-from .inversion import encode_prompts, guided_prediction
-from ..core.latent import PAE_KEY, latent_info, make_latent
-from .steps import split_prediction, step_mean
+from ..core.checks import check_guidance, check_steps, clean_prompt
+from .guidance import encode_prompts, guided_prediction
+from ..core.latent import latent_info, latent_with_info, make_latent
+from .steps import noised, split_prediction, step_mean
 
 MAX_BATCH = 64
 
 
 def _check(backbone: Backbone, steps: int, guidance: float, batch_size: int, seconds: float, denoise: float,
            has_latent: bool) -> int:
-    if not 1 <= steps <= 1000:
-        raise PAEInputError("steps", f"{steps} steps: use 1..1000 (AP-Adapter: 50).")
-    if not 0.0 <= guidance <= 100.0:
-        raise PAEInputError("guidance", f"{guidance:g} is outside 0..100.")
+    check_steps(steps, "AP-Adapter: 50")
+    check_guidance(guidance)
     if not 1 <= batch_size <= MAX_BATCH:
         raise PAEInputError("batch_size", f"{batch_size}: use 1..{MAX_BATCH}.")
     if not has_latent and not 0.0 < seconds <= backbone.max_duration_s:
@@ -80,10 +79,9 @@ def sample(backbone: Backbone, positive: str, negative: str = "", *, steps: int 
     else:
         source = latent["samples"].to(device, torch.float32)
         x0 = source[[c if source.shape[0] > 1 else 0 for c in clip_of_row]]
-        alpha = schedule.alphas[first]
-        x = alpha ** 0.5 * x0 + (1.0 - alpha) ** 0.5 * noise
+        x = noised(x0, noise, schedule.alphas[first])
 
-    text = TextConditioning.concat([encode_prompts(backbone, [" ".join(str(p).split())], name)
+    text = TextConditioning.concat([encode_prompts(backbone, [clean_prompt(p)], name)
                                     for p, name in ((negative, "negative"), (positive, "positive"))])
     uncond, cond = text.rows([0] * rows), text.rows([1] * rows)
     if prompt is not None:
@@ -117,4 +115,4 @@ def _output_latent(backbone: Backbone, samples: torch.Tensor, info: dict[str, An
         info["gain"] = gain[clip_of_row]
     elif isinstance(gain, torch.Tensor):
         info["gain"] = gain.reshape(-1)[:1].repeat(rows)
-    return {"samples": samples.cpu(), "type": "audio", PAE_KEY: info}
+    return latent_with_info(samples.cpu(), info)

@@ -71,6 +71,11 @@ def split_prediction(output: torch.Tensor, latents: torch.Tensor, alpha: float,
     return output, (latents - s * output) / a
 
 
+def noised(x0: torch.Tensor, noise: torch.Tensor, alpha: float) -> torch.Tensor:
+    """A clean latent taken to the noise level ᾱ: x_t = √ᾱ x0 + √(1 − ᾱ) ε (a draw from q(x_t | x0), DDPM eq. 4)."""
+    return alpha ** 0.5 * x0 + (1.0 - alpha) ** 0.5 * noise
+
+
 def ddpm_sigma(alpha: float, alpha_prev: float) -> float:
     """Posterior standard deviation of a DDPM step (DDIM with η = 1)."""
     return max(0.0, (1.0 - alpha_prev) / (1.0 - alpha) * (1.0 - alpha / alpha_prev)) ** 0.5

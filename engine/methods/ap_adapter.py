@@ -29,6 +29,7 @@ from ..backbones.base import Backbone, CrossAttentionSite, TextConditioning
 from ..core.cache import LoadCache
 from ..core.checkpoints import key_report, read_checkpoint, tensor_dict
 from ..core.errors import PAEInputError
+from ..core.checks import clean_prompt
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def bind_adapter(weights: AdapterWeights, backbone: Backbone) -> list[CrossAtten
                             f"({len(sites)} layers with 768-wide keys): {key_report(missing, unexpected)}. The "
                             "released adapter is for audioldm2-large; load that model.")
     for site in sites:
-        attn = backbone.denoiser.get_submodule(site.name.rsplit(".processor", 1)[0])
+        attn = backbone.denoiser.get_submodule(site.module_path)
         hidden = attn.to_k.out_features
         k, _ = weights.layers[site.name]
         if k.shape[0] != hidden:
@@ -210,7 +211,7 @@ def apply_ap_adapter(backbone: Backbone, adapter: Any, audio: Any, scale: float 
 class AudioPromptProcessor:
     """Decoupled cross-attention: the text keys with the layer's projections plus α x the audio tokens' attention."""
 
-    def __init__(self, to_k_ip: torch.Tensor, to_v_ip: torch.Tensor, audio_tokens: int, control: "AudioPromptControl"):
+    def __init__(self, to_k_ip: torch.Tensor, to_v_ip: torch.Tensor, audio_tokens: int, control: "AudioPromptController"):
         self.to_k_ip = to_k_ip
         self.to_v_ip = to_v_ip
         self.audio_tokens = audio_tokens
@@ -224,7 +225,8 @@ class AudioPromptProcessor:
         split = encoder_hidden_states.shape[1] - self.audio_tokens
         if attention_mask is not None:
             attention_mask = attention_mask[..., :split]
-        call = open_attention(attn, hidden_states, encoder_hidden_states[:, :split], attention_mask, temb)
+        # contiguous: a strided slice can take another matmul path than the plain layer and differ in the last bit
+        call = open_attention(attn, hidden_states, encoder_hidden_states[:, :split].contiguous(), attention_mask, temb)
         key, value = project_keys(attn, call, call.context)
         out = F.scaled_dot_product_attention(call.query, key, value, attn_mask=call.mask)
         scale = self.control.scale_now
@@ -239,8 +241,8 @@ class AudioPromptProcessor:
 
 
 @dataclass
-class AudioPromptControl:
-    """The adapter's state during one run: α for the current step."""
+class AudioPromptController:
+    """The adapter's StepController for one run: α for the current step."""
 
     prompt: AudioPrompt
     scale_now: float = 0.0
@@ -250,13 +252,13 @@ class AudioPromptControl:
 
 
 @contextlib.contextmanager
-def audio_prompt_attention(backbone: Backbone) -> Iterator[AudioPromptControl | None]:
+def audio_prompt_attention(backbone: Backbone) -> Iterator[AudioPromptController | None]:
     """Install the adapter's processors for one run (nothing without an audio prompt); the originals come back after."""
     prompt = getattr(backbone, "audio_prompt", None)
     if prompt is None:
         yield None
         return
-    control = AudioPromptControl(prompt, prompt.scale)
+    control = AudioPromptController(prompt, prompt.scale)
     weights = prompt.weights.placed(backbone.device, backbone.dtype)
     count = prompt.tokens.shape[1]
     processors = {site.name: AudioPromptProcessor(*weights[site.name], count, control) for site in prompt.sites}
@@ -305,8 +307,7 @@ def ap_task_settings(task: str, target: str, source: str = "", *, scale: float =
     if task not in AP_TASKS:
         raise PAEInputError("task", f"'{task}' is not one of {', '.join(AP_TASKS)}.")
     preset = AP_TASKS[task]
-    target, source = " ".join(str(target).split()), " ".join(str(source).split())
-    positive, negative = " ".join(str(positive).split()), " ".join(str(negative).split())
+    target, source, positive, negative = map(clean_prompt, (target, source, positive, negative))
     if not positive:
         if not target:
             what = "genre (e.g. 'Jazz')" if "{genre}" in preset.positive else "instrument (e.g. 'violin')"

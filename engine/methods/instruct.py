@@ -16,9 +16,10 @@ import torch
 from ..core import bridge
 from ..backbones.base import Backbone
 from ..core.errors import PAEInputError
-from ..diffusion.inversion import encode_prompts
-from ..core.latent import PAE_KEY, latent_info
-from ..diffusion.steps import ddpm_sigma, guide, solver_step
+from ..core.checks import check_guidance, check_steps, clean_prompt
+from ..diffusion.guidance import encode_prompts, guided_prediction
+from ..core.latent import latent_info, latent_with_info
+from ..diffusion.steps import ddpm_sigma, noised, solver_step
 
 # The paper's inference settings.
 DEFAULT_STEPS = 100
@@ -73,7 +74,7 @@ def load_instruct_model(model_name: str, dtype_name: str = "auto") -> Any:
 
 def parse_instructions(text: str) -> list[str]:
     """One instruction per non-empty line ('add rain in the background')."""
-    instructions = [" ".join(line.split()) for line in str(text).splitlines()]
+    instructions = [clean_prompt(line) for line in str(text).splitlines()]
     instructions = [i for i in instructions if i]
     if not instructions:
         raise PAEInputError("instruction", "write what to change, e.g. 'add rain in the background'; several "
@@ -83,10 +84,8 @@ def parse_instructions(text: str) -> list[str]:
 
 def _check(backbone: Backbone, steps: int, guidance: float, noise_level: float, batch_size: int, rows: int) -> None:
     sigma_max = float(backbone.scheduler_config.get("sigma_max", 500.0))
-    if not 1 <= steps <= 1000:
-        raise PAEInputError("steps", f"{steps} steps: use 1..1000 (SAO-Instruct: 100).")
-    if not 0.0 <= guidance <= 100.0:
-        raise PAEInputError("guidance", f"{guidance:g} is outside 0..100 (SAO-Instruct: 5).")
+    check_steps(steps, "SAO-Instruct: 100")
+    check_guidance(guidance, note=" (SAO-Instruct: 5)")
     if not 0.0 <= noise_level <= sigma_max:
         raise PAEInputError("noise_level", f"{noise_level:g} is outside 0..{sigma_max:g} (σ of the noise added to the "
                             f"clip's latent; {DEFAULT_NOISE_LEVEL:g} by default, {sigma_max:g} = pure noise).")
@@ -121,7 +120,7 @@ def instruct_edit(backbone: Any, latent: dict[str, Any], instruction: str, *, ne
         out["gain"] = gain[[c for c, _, _ in plan]]
     out["candidates"] = [{"clip": c, "instruction": instructions[i], "target_prompt": instructions[i],
                           "seed": int(seed) + k, "noise_level": float(noise_level)} for c, i, k in plan]
-    return {"samples": samples.cpu(), "type": "audio", PAE_KEY: out}
+    return latent_with_info(samples.cpu(), out)
 
 
 def _denoise(backbone: Any, clip_latents: torch.Tensor, instructions: list[str], plan: list[tuple[int, int, int]],
@@ -136,23 +135,16 @@ def _denoise(backbone: Any, clip_latents: torch.Tensor, instructions: list[str],
         per_seed = torch.stack([torch.randn(shape, generator=g) for g in generators])
         return per_seed[[k for _, _, k in plan]].to(device)
 
-    alpha = schedule.alphas[0]
-    x = alpha ** 0.5 * clip_latents + (1.0 - alpha) ** 0.5 * draw()  # z + σ ε, in the model's VP form
-    text = encode_prompts(backbone, [" ".join(str(negative).split())] + instructions, "instruction")
+    x = noised(clip_latents, draw(), schedule.alphas[0])  # z + σ ε, in the model's VP form
+    text = encode_prompts(backbone, [clean_prompt(negative)] + instructions, "instruction")
     uncond = text.rows([0] * len(plan))
     cond = text.rows([1 + i for _, i, _ in plan])
-    both = type(text).concat([uncond, cond])
     scales = torch.full((len(plan),), guidance, device=device)
     previous = None
     with bridge.Progress(schedule.steps, "Instruct edit") as progress:
         for n in range(schedule.steps):
             t, alpha, alpha_next = schedule.timesteps[n], schedule.alphas[n], schedule.alphas_prev[n]
-            if guidance == 1.0:
-                output = backbone.predict(x, t, cond, input_latent=clip_latents).float()
-            else:
-                output = backbone.predict(torch.cat([x, x]), t, both,
-                                          input_latent=torch.cat([clip_latents, clip_latents])).float()
-                output = guide(*output.chunk(2), scales)
+            output = guided_prediction(backbone, x, t, uncond, cond, scales, input_latent=clip_latents)
             sigma = ddpm_sigma(alpha, alpha_next)
             x, previous = solver_step(output, x, alpha, alpha_next, sigma, schedule.prediction_type, previous)
             if sigma > 0.0:

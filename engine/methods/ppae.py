@@ -17,14 +17,16 @@ import torch.nn.functional as F
 
 from ..core import bridge
 from ..attention.alignment import positional_mapping, token_word_spans, word_stream_mapping
-from ..attention.control import AttentionController, AttentionRecording, BranchLayout, attention_control
+from ..attention.control import FusionController, AttentionRecording, BranchLayout, attention_control
 from ..attention.edit import AttentionEdit
 from ..io.audio import colourise
 from ..backbones.base import Backbone, refuse_audio_prompt
 from ..core.errors import PAEInputError
+from ..core.checks import check_guidance, clean_prompt
 from ..attention.schedule import FusionSchedule
-from ..diffusion.inversion import Inversion, encode_prompts
-from ..core.latent import PAE_KEY
+from ..diffusion.guidance import encode_prompts
+from ..diffusion.inversion import Inversion
+from ..core.latent import latent_with_info
 from ..diffusion.steps import guide, solver_step
 
 # P2P's LocalBlend starts blending after 20 % of the steps; PPAE does not say.
@@ -53,8 +55,7 @@ def parse_guidance_scales(text: str) -> list[float]:
     if len(scales) > MAX_CANDIDATES:
         raise PAEInputError("guidance_scales", f"{len(scales)} scales; at most {MAX_CANDIDATES} run in one batch.")
     for scale in scales:
-        if not 0.0 <= scale <= 100.0:
-            raise PAEInputError("guidance_scales", f"{scale:g} is outside 0..100.")
+        check_guidance(scale, "guidance_scales")
     return scales
 
 
@@ -121,7 +122,7 @@ def run_branches(backbone: Backbone, inversion: Inversion, clip: int, target_pro
             recording.preview_row = target_cond[0]
             recording.word_tokens = [g for _, g in target_spans]
         grid = backbone.attention_grid(tuple(start.shape))
-        controller = AttentionController(edit, schedule or FusionSchedule(),
+        controller = FusionController(edit, schedule or FusionSchedule(),
                                          _stream_mappings(backbone, edit, conditioning, source_cond, target_cond[0]),
                                          BranchLayout(source_cond, target_cond), grid, word, recording,
                                          backbone.query_prefix, backbone.single_resolution)
@@ -185,7 +186,7 @@ def _candidates_latent(inversion: Inversion, samples: torch.Tensor, scales: list
         info["gain"] = info["gain"].repeat_interleave(len(scales))
     info["candidates"] = [{"clip": b, "guidance": s, "target_prompt": target_prompt, "source_prompt": inversion.prompt}
                           for b in range(batch) for s in scales]
-    return {"samples": samples.cpu(), "type": "audio", PAE_KEY: info}
+    return latent_with_info(samples.cpu(), info)
 
 
 def redenoise(backbone: Backbone, inversion: Any, prompt: str | None = None, guidance: float | None = None,
@@ -200,7 +201,7 @@ def prompt_edit(backbone: Backbone, inversion: Any, target_prompt: str,
                 guidance_scales: str | list[float] = "12") -> dict[str, Any]:
     """ZETA's text edit: re-denoise with the target prompt and the inversion's noise; one candidate per scale."""
     inversion = _check_inversion(backbone, inversion)
-    target_prompt = " ".join(str(target_prompt).split())
+    target_prompt = clean_prompt(target_prompt)
     if not target_prompt:
         raise PAEInputError("target_prompt", "describe what the clip should become, e.g. 'a cat meowing in the rain'.")
     scales = parse_guidance_scales(guidance_scales) if isinstance(guidance_scales, str) else list(guidance_scales)

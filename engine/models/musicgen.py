@@ -22,6 +22,7 @@ import torch
 from ..core import bridge
 from ..core.cache import LoadCache
 from ..core.errors import PAEInputError
+from ..core.checks import check_guidance
 from ..core.files import read_json_dict
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,7 @@ class SamplingSettings:
     temperature: float = 1.0
 
     def check(self) -> None:
-        if not 0.0 <= self.guidance <= 100.0:
-            raise PAEInputError("guidance", f"{self.guidance:g} is outside 0..100 (MusicGen: 3).")
+        check_guidance(self.guidance, note=" (MusicGen: 3)")
         if self.top_k < 0:
             raise PAEInputError("top_k", f"{self.top_k}: use 0 (off) or a positive count (MusicGen: 250).")
         if not 0.0 <= self.top_p <= 1.0:

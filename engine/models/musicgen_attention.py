@@ -18,6 +18,8 @@ from typing import Any, Iterator, Protocol
 
 import torch
 
+from ..attention.control import StepController
+
 CONTROLLED_ATTENTION = "pae_controlled"
 _SITE, _CONTROLLER = "_pae_site", "_pae_controller"
 
@@ -36,8 +38,8 @@ class DecoderAttentionSite:
         return 2 * self.layer + (1 if self.kind == "cross" else 0)
 
 
-class DecoderAttentionController(Protocol):
-    """What the attention function asks: the probabilities to use, given the computed ones."""
+class DecoderController(StepController, Protocol):
+    """A StepController for MusicGen's decoder: the attention function asks it for the probabilities to use."""
 
     def edit(self, site: DecoderAttentionSite, probs: torch.Tensor) -> torch.Tensor:
         """probs [rows, heads, queries, keys] -> the probabilities that weight the values."""
@@ -79,7 +81,7 @@ def _register() -> None:
 
 
 @contextlib.contextmanager
-def decoder_attention_control(model: Any, controller: DecoderAttentionController) -> Iterator[
+def decoder_attention_control(model: Any, controller: DecoderController) -> Iterator[
         list[DecoderAttentionSite]]:
     """Route the decoder's attention through the controller for one run; restore the implementation after."""
     _register()

@@ -1,0 +1,37 @@
+"""Prompts into conditioning and classifier-free guidance around one denoiser call: what every sampler shares."""
+
+from __future__ import annotations
+
+import torch
+
+from ..backbones.base import Backbone, TextConditioning
+from ..core.errors import PAEInputError
+from .steps import guide
+
+
+def encode_prompts(backbone: Backbone, prompts: list[str], input_name: str) -> TextConditioning:
+    """Encode each distinct prompt on its own (so its encoding never depends on the others) and stack them."""
+    unique = list(dict.fromkeys(prompts))
+    encoded = {}
+    for prompt in unique:
+        try:
+            encoded[prompt] = backbone.encode_text([prompt])
+        except PAEInputError as exc:
+            raise PAEInputError(input_name, exc.message) from None
+    stacked = TextConditioning.concat([encoded[p] for p in unique])
+    return stacked.rows([unique.index(p) for p in prompts])
+
+
+def guided_prediction(backbone: Backbone, latents: torch.Tensor, timestep: float, uncond: TextConditioning,
+                      cond: TextConditioning, scales: torch.Tensor, input_latent: torch.Tensor | None = None,
+                      ) -> torch.Tensor:
+    """The guided model output for a batch of latents: uncond + w (cond − uncond) per row, one model call on the
+    stacked halves (the cond half alone when every scale is 1). input_latent goes to both halves (SAO-Instruct)."""
+    # Passed only when given, so a denoiser that reads no input latent needs no such argument.
+    if torch.all(scales == 1.0):
+        extra = {} if input_latent is None else {"input_latent": input_latent}
+        return backbone.predict(latents, timestep, cond, **extra).float()
+    both = TextConditioning.concat([uncond, cond])
+    extra = {} if input_latent is None else {"input_latent": torch.cat([input_latent, input_latent])}
+    out = backbone.predict(torch.cat([latents, latents]), timestep, both, **extra).float()
+    return guide(*out.chunk(2), scales)
