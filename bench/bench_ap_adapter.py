@@ -16,7 +16,6 @@ Nothing here is asserted by the tests.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_ppae import real_size_unet  # noqa: E402
-from common import measure, print_results, run_each_in_process  # noqa: E402
+from common import bench_parser, measure, print_results, run_each_in_process  # noqa: E402
 
 CONFIGS = ("apply_cached", "apply_rebuild", "sample_plain", "sample_adapter_w2", "sample_adapter_w1")
 
@@ -88,7 +87,8 @@ def _run(config: str, args: dict, queue) -> None:
 
             torch.save(tiny_adapter_state(backbone.denoiser), root / "ap_adapter" / "large.bin")
             adapter = load_ap_adapter("large.bin", "pretrained.pth", dtype_name)
-            model = apply_ap_adapter(backbone, adapter, _clip(args["seconds"], 0), 0.5, 1 if config.endswith("w1") else 2)
+            model = apply_ap_adapter(backbone, adapter, _clip(args["seconds"], 0), 0.5,
+                                     1 if config.endswith("w1") else 2)
 
         def once() -> None:
             sample(model, "a recording of a violin solo", "a recording of a piano solo", steps=args["steps"],
@@ -98,11 +98,7 @@ def _run(config: str, args: dict, queue) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="cpu")
+    parser = bench_parser(seconds=10.0, steps=3)
     parser.add_argument("--only", nargs="*", default=list(CONFIGS), choices=CONFIGS)
     args = parser.parse_args()
 

@@ -11,7 +11,6 @@ Nothing here is asserted by the tests.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import measure, print_results, run_each_in_process  # noqa: E402
+from common import bench_parser, measure, print_results, run_each_in_process  # noqa: E402
 
 CONFIGS = ("plain", "edit")
 SOURCE, TARGET = "a jazz song with piano and drums", "a jazz song with guitar and drums"
@@ -69,11 +68,7 @@ def _run(config: str, args: dict, queue) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
+    args = bench_parser(seconds=5.0).parse_args()
 
     from prompt_audio_edit.standins.musicgen import build_tiny_musicgen
 

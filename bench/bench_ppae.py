@@ -12,7 +12,6 @@ block). Text encoders are the tiny test ones: they run once per prompt and do no
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median_time, peak_mib, print_results, run_each_in_process  # noqa: E402
+from common import bench_parser, median_time, peak_mib, print_results, run_each_in_process  # noqa: E402
 
 CONFIGS = ("generate", "invert", "edit_1", "edit_5_batched", "edit_5_separate")
 
@@ -41,7 +40,8 @@ def _run(config: str, args: dict, queue) -> None:
     from prompt_audio_edit.engine.core import bridge
     from prompt_audio_edit.engine.backbones import registry as models
     from prompt_audio_edit.engine.attention.edit import make_attention_edit
-    from prompt_audio_edit.engine.methods.ppae import fuse_edit, redenoise
+    from prompt_audio_edit.engine.methods.ppae import fuse_edit
+    from prompt_audio_edit.engine.methods.zeta import redenoise
     from prompt_audio_edit.engine.diffusion.inversion import invert
 
     torch.manual_seed(0)
@@ -80,13 +80,9 @@ def _run(config: str, args: dict, queue) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--steps", type=int, default=10, help="whole schedule (PPAE: 100)")
+    parser = bench_parser(seconds=10.0, steps=10, steps_help="whole schedule (PPAE: 100)")
     parser.add_argument("--edit-start", type=float, default=0.5)
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--large", action="store_true", help="AudioLDM2-large: two transformer layers per block")
-    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
     from prompt_audio_edit.standins.audioldm2 import build_tiny_audioldm2

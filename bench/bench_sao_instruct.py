@@ -12,7 +12,6 @@ medians of --repeats runs after a warm-up. Nothing here is asserted by the tests
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import measure, print_results, run_each_in_process  # noqa: E402
+from common import bench_parser, measure, print_results, run_each_in_process  # noqa: E402
 
 CONFIGS = ("generate", "instruct edit")
 
@@ -66,12 +65,7 @@ def _run(config: str, args: dict, queue) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
+    args = bench_parser(seconds=10.0, steps=3).parse_args()
 
     from prompt_audio_edit.standins.stable_audio import build_tiny_stable_audio
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import multiprocessing
 import resource
 import statistics
@@ -74,3 +76,14 @@ def print_results(title: str, results: dict[str, tuple[float, float]], device: s
     for note in notes:
         print(f"  {note}")
     print(json.dumps({k: {"seconds": v[0], "peak": v[1]} for k, v in results.items()}))
+
+
+def bench_parser(seconds: float, steps: int | None = None, steps_help: str | None = None) -> argparse.ArgumentParser:
+    """The options every bench takes: clip length, (steps), repeats and device; a bench adds its own after."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=seconds)
+    if steps is not None:
+        parser.add_argument("--steps", type=int, default=steps, help=steps_help)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    return parser

@@ -6,7 +6,8 @@ from typing import Any
 
 from ..engine.core import bridge
 from ..engine.methods.ap_adapter import AP_TASKS, MAX_SCALE, ap_task_settings, apply_ap_adapter, load_ap_adapter
-from ..engine.models.audiomae import POOLING_RATES, list_weight_files
+from ..engine.core.loading import list_model_files
+from ..engine.models.audiomae import POOLING_RATES
 from .base import PAE_AP_ADAPTER, PAE_MODEL, PAENode
 
 _POOLING_TOOLTIP = ("ω, the AudioMAE pooling rate: 1, 2, 4 or 8 (512, 128, 32 or 8 audio tokens of the clip's 64 x 8 "
@@ -28,9 +29,9 @@ class LoadAPAdapter(PAENode):
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
-            "adapter_name": (list_weight_files("ap_adapter"), {"tooltip": "The adapter file under models/ap_adapter/ "
+            "adapter_name": (list_model_files("ap_adapter"), {"tooltip": "The adapter file under models/ap_adapter/ "
                              "(the released pytorch_model.bin; trained for AudioLDM2-large)."}),
-            "audio_encoder": (list_weight_files("audio_encoders"), {"tooltip": "AudioMAE's released pretrained.pth "
+            "audio_encoder": (list_model_files("audio_encoders"), {"tooltip": "AudioMAE's released pretrained.pth "
                               "under models/audio_encoders/ (ViT-B/16 on a 1024 x 128 fbank; its decoder half is "
                               "ignored)."}),
             "dtype": (list(bridge.DTYPE_CHOICES), {"default": "auto", "tooltip": "AudioMAE's precision. auto: fp16 "

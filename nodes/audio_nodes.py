@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
@@ -11,6 +10,7 @@ from ..engine.io.audio import MP3_QUALITIES, READ_EXTENSIONS, WRITE_FORMATS
 from ..engine.io.audio_files import (MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, compare_previews, load_audio_file,
                                   save_audio_with_previews)
 from ..engine.core.errors import PAEInputError
+from ..engine.core.files import content_hash
 from .base import AUDIO_PLAYER, PAENode
 
 
@@ -46,8 +46,7 @@ class LoadAudio(PAENode):
     @classmethod
     def IS_CHANGED(cls, audio: str, **_: Any) -> str:
         try:
-            path = bridge.resolve_input_file(audio)
-            return hashlib.sha256(path.read_bytes()).hexdigest()
+            return content_hash(bridge.resolve_input_file(audio))
         except (PAEInputError, OSError):
             return ""
 

@@ -26,7 +26,8 @@ class LoadSAOInstruct(PAENode):
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
             "model_name": (list_instruct_models(), {"tooltip": "SAO-Instruct folder as diffusers/name. Listed: "
-                           "diffusers Stable Audio folders with a 128-channel DiT and stable-audio-tools checkpoints."}),
+                           "diffusers Stable Audio folders with a 128-channel DiT and stable-audio-tools "
+                           "checkpoints."}),
             "dtype": (list(bridge.DTYPE_CHOICES), {"default": "auto", "tooltip": "Weight precision. auto: fp16 "
                       "on NVIDIA GPUs (bf16 where fp16 is unsafe), fp32 on CPU. fp16/bf16 halve memory."}),
         }}
@@ -66,7 +67,8 @@ class InstructEdit(PAENode):
                             "tooltip": "σ of the noise added to the clip's latent before denoising (stable-audio-"
                             "tools' init_noise_level; the paper does not give it). 1 (default): half noise, keeps "
                             "timing and texture; 5-20: freer edits; 500: pure noise, the clip enters only as the "
-                            "DiT's extra input; 0: returns the clip unchanged; at or below the schedule's σ_min (0.3): one step."}),
+                            "DiT's extra input; 0: returns the clip unchanged; at or below the schedule's σ_min "
+                            "(0.3): one step."}),
             "batch_size": ("INT", {"default": 1, "min": 1, "max": MAX_ROWS, "tooltip": "Seeds per clip and "
                            "instruction (seed, seed+1, ...): several takes of the same edit."}),
             "negative": ("STRING", {"multiline": True, "default": "", "tooltip": "Optional negative prompt, e.g. "

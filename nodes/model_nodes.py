@@ -24,7 +24,8 @@ class LoadModel(PAENode):
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
-            "model_name": (list_models(DIFFUSION_KINDS), {"tooltip": "Model folder as kind/name, e.g. diffusers/audioldm2-large or tango/tango2. "
+            "model_name": (list_models(DIFFUSION_KINDS), {"tooltip": "Model folder as kind/name, e.g. "
+                           "diffusers/audioldm2-large or tango/tango2. "
                            "Folders that are not a recognised audio model are not listed."}),
             "dtype": (list(bridge.DTYPE_CHOICES), {"default": "auto", "tooltip": "Weight precision. auto: fp16 "
                       "on NVIDIA GPUs (bf16 where fp16 is unsafe), fp32 on CPU. fp16/bf16 halve memory."}),

@@ -6,7 +6,8 @@ from typing import Any
 
 from ..engine.attention.edit import (DEFAULT_CROSS_WINDOW, DEFAULT_SELF_MIN_DOWNSAMPLING, EDIT_MODES, STREAM_CHOICES,
                                      make_attention_edit)
-from ..engine.methods.ppae import DEFAULT_BLEND_START, fuse_edit, prompt_edit
+from ..engine.methods.ppae import DEFAULT_BLEND_START, fuse_edit
+from ..engine.methods.zeta import prompt_edit
 from ..engine.attention.schedule import SCHEDULE_KINDS, FusionSchedule
 from ..engine.diffusion.inversion import INVERSION_METHODS, invert
 from .base import PAE_ATTENTION_EDIT, PAE_INVERSION, PAE_MODEL, PAENode

@@ -9,7 +9,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from ..engine.core import bridge
 from .workflow import WorkflowError, apply_overrides, execute_workflow, load_api_workflow
@@ -27,7 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE",
                      help="change an input before running (VALUE is parsed as JSON when it can be); repeatable")
     run.add_argument("--out", default=None, help="output folder (default: $PAE_OUTPUT_DIR or ./output)")
-    run.add_argument("--input-dir", default=None, help="folder Load Audio reads from (default: $PAE_INPUT_DIR or ./input)")
+    run.add_argument("--input-dir", default=None,
+                     help="folder Load Audio reads from (default: $PAE_INPUT_DIR or ./input)")
     run.add_argument("--models", default=None, help="models folder (default: $PAE_MODELS_DIR or ./models)")
     run.add_argument("--ui-workflow", default=None,
                      help="the UI-format twin of the workflow, embedded in saved files so they open in ComfyUI")
@@ -50,145 +50,6 @@ def _demo_root() -> Path:
     return Path(os.environ.get("PAE_DEMO_DIR") or Path.home() / ".cache" / "prompt-audio-edit" / "demo")
 
 
-def _stand_in_model(node_id: str, class_type: str, model_name: str, root: Path) -> str | None:
-    """Build a tiny untrained model where a loader names one that is missing; say what was stood in."""
-    from ..engine.core.errors import PAEInputError
-
-    if class_type == "PAE_LoadCLAP":
-        from ..engine.models.clap import find_clap_folder
-        from ..standins.clap import build_tiny_clap
-
-        try:
-            find_clap_folder(model_name)
-            return None
-        except PAEInputError:
-            folder = root / "models" / "clap" / model_name
-            if not (folder / "config.json").is_file():
-                build_tiny_clap(folder)
-            return f"CLAP '{model_name}' (node {node_id}) -> tiny untrained CLAP at {folder}"
-    from ..engine.backbones.registry import find_model_folder
-
-    try:
-        find_model_folder(model_name)
-        return None
-    except PAEInputError:
-        kind, _, name = model_name.partition("/")
-        folder = root / "models" / (kind or "diffusers") / (name or "demo")
-        if class_type == "PAE_LoadSAOInstruct" or "stable-audio" in name:
-            from ..standins.stable_audio import build_tiny_stable_audio
-
-            instruct = class_type == "PAE_LoadSAOInstruct"
-            if not (folder / "model_index.json").is_file():
-                build_tiny_stable_audio(folder, in_channels=128 if instruct else 64)
-            what = "SAO-Instruct" if instruct else "Stable Audio Open"
-            return f"model '{model_name}' (node {node_id}) -> tiny untrained {what} at {folder}"
-        if kind == "tango":
-            from ..standins.tango import build_tiny_tango
-
-            if not (folder / "main_config.json").is_file():
-                build_tiny_tango(folder)
-            return f"model '{model_name}' (node {node_id}) -> tiny untrained Tango at {folder}"
-        from ..standins.audioldm2 import build_tiny_audioldm2
-
-        if not (folder / "model_index.json").is_file():
-            build_tiny_audioldm2(folder)
-        return f"model '{model_name}' (node {node_id}) -> tiny untrained AudioLDM2 at {folder}"
-
-
-def _stand_in_ap_adapter(node_id: str, inputs: dict[str, Any], model_folder: Path | None, root: Path) -> list[str]:
-    """Build a tiny adapter (fitting the workflow's model) and a tiny AudioMAE where the loader names missing files."""
-    from ..engine.models.audiomae import find_weight_file
-    from ..standins.ap_adapter import build_tiny_ap_adapter, build_tiny_audiomae
-    from ..engine.core.errors import PAEInputError
-
-    notes = []
-    for kind, key, build in (("ap_adapter", "adapter_name", None), ("audio_encoders", "audio_encoder",
-                                                                      build_tiny_audiomae)):
-        name = inputs.get(key)
-        if not isinstance(name, str):
-            continue
-        try:
-            find_weight_file(kind, name, key, "")
-            continue
-        except PAEInputError:
-            path = root / "models" / kind / name
-        if not path.is_file():
-            if build is None:
-                if model_folder is None:
-                    continue  # no AudioLDM2 in the workflow to fit an adapter to: the node reports the missing file
-                build_tiny_ap_adapter(path, model_folder)
-            else:
-                build(path)
-        notes.append(f"{kind} '{name}' (node {node_id}) -> tiny untrained stand-in at {path}")
-    return notes
-
-
-def _stand_in_musicgen(node_id: str, model_name: str, root: Path) -> str | None:
-    """Build a tiny untrained MusicGen where Load MusicGen names one that is missing."""
-    from ..engine.core.errors import PAEInputError
-    from ..engine.models.musicgen import find_musicgen_folder
-
-    try:
-        find_musicgen_folder(model_name)
-        return None
-    except PAEInputError:
-        from ..standins.musicgen import build_tiny_musicgen
-
-        folder = root / "models" / "musicgen" / model_name
-        if not (folder / "config.json").is_file():
-            build_tiny_musicgen(folder)
-        return f"MusicGen '{model_name}' (node {node_id}) -> tiny untrained MusicGen at {folder}"
-
-
-def build_stand_ins(workflow: dict[str, Any], root: Path) -> list[str]:
-    """Build tiny untrained models (under root/models) and a test clip (under root/input) for whatever the workflow
-    names that is missing; say what was stood in. Used by --demo and by the real-ComfyUI test."""
-    from ..standins.audioldm2 import write_demo_clip
-    from ..engine.core.errors import PAEInputError
-
-    stood_in = []
-    model_folder = None
-    for node_id, node in workflow.items():
-        inputs = node.get("inputs", {})
-        class_type = node.get("class_type")
-        if class_type in ("PAE_LoadModel", "PAE_LoadCLAP", "PAE_LoadSAOInstruct") and \
-                isinstance(inputs.get("model_name"), str):
-            note = _stand_in_model(node_id, class_type, inputs["model_name"], root)
-            if note:
-                bridge.add_model_root(root / "models")
-                stood_in.append(note)
-            if class_type == "PAE_LoadModel" and model_folder is None:
-                from ..engine.backbones.registry import find_model_folder
-
-                try:
-                    folder = find_model_folder(inputs["model_name"])
-                    model_folder = folder if (folder / "unet").is_dir() else None  # AudioLDM2 (diffusers) only
-                except PAEInputError:
-                    pass
-        if class_type == "PAE_LoadMusicGen" and isinstance(inputs.get("model_name"), str):
-            note = _stand_in_musicgen(node_id, inputs["model_name"], root)
-            if note:
-                bridge.add_model_root(root / "models")
-                stood_in.append(note)
-        if class_type == "PAE_LoadAudio" and isinstance(inputs.get("audio"), str):
-            try:
-                exists = bridge.resolve_input_file(inputs["audio"]).is_file()
-            except PAEInputError:
-                exists = True  # a bad path is reported by the node, not papered over
-            if not exists:
-                clip = root / "input" / inputs["audio"]
-                write_demo_clip(clip)
-                bridge.set_directories(input=str(root / "input"))
-                stood_in.append(f"input '{inputs['audio']}' (node {node_id}) -> synthetic test clip at {clip}")
-    for node_id, node in workflow.items():
-        if node.get("class_type") == "PAE_LoadAPAdapter":
-            notes = _stand_in_ap_adapter(node_id, node.get("inputs", {}), model_folder, root)
-            if notes:
-                bridge.add_model_root(root / "models")
-                stood_in.extend(notes)
-    return stood_in
-
-
 def _quiet_library_progress() -> None:
     """Hide diffusers/transformers loading bars: the runner reports progress per node itself."""
     import diffusers.utils.logging
@@ -198,13 +59,29 @@ def _quiet_library_progress() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+def _read_ui_workflow(path: str) -> dict:
+    """The --ui-workflow file (embedded in saved files so they reopen in ComfyUI), or a clear refusal."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise WorkflowError(None, f"--ui-workflow: file not found: {path}") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise WorkflowError(None, f"--ui-workflow: {path} is not readable JSON ({exc.__class__.__name__}).") from None
+    if not isinstance(data, dict) or "nodes" not in data:
+        raise WorkflowError(None, f"--ui-workflow: {path} is not a UI-format workflow (ComfyUI's Save); the API "
+                            "format goes in WORKFLOW.")
+    return data
+
+
 def _run_on_servers(args: argparse.Namespace) -> int:
     from .server import run_workflow_on_servers
 
     if args.demo:
         raise WorkflowError(None, "--demo builds stand-in models here; it does not apply with --server.")
-    workflow = apply_overrides(load_api_workflow(args.workflow), args.overrides)
-    ui_workflow = json.loads(Path(args.ui_workflow).read_text(encoding="utf-8")) if args.ui_workflow else None
+    from .. import NODE_CLASS_MAPPINGS
+
+    workflow = apply_overrides(load_api_workflow(args.workflow), args.overrides, NODE_CLASS_MAPPINGS)
+    ui_workflow = _read_ui_workflow(args.ui_workflow) if args.ui_workflow else None
     out_dir = Path(args.out or os.environ.get("PAE_OUTPUT_DIR") or "output").absolute()
     input_dir = Path(args.input_dir or os.environ.get("PAE_INPUT_DIR") or "input").absolute()
     return run_workflow_on_servers(workflow, Path(args.workflow).stem, args.server, args.inputs, input_dir, out_dir,
@@ -219,12 +96,17 @@ def _run(args: argparse.Namespace) -> int:
     if args.inputs:
         raise WorkflowError(None, "--input batches need --server; here, give one file with --set NODE.audio=NAME.")
     _quiet_library_progress()
+    from .server import check_output_folder
+
     bridge.set_directories(models=args.models, input=args.input_dir, output=args.out)
-    workflow = apply_overrides(load_api_workflow(args.workflow), args.overrides)
+    workflow = apply_overrides(load_api_workflow(args.workflow), args.overrides, NODE_CLASS_MAPPINGS)
     extra_pnginfo = {}
     if args.ui_workflow:
-        extra_pnginfo["workflow"] = json.loads(Path(args.ui_workflow).read_text(encoding="utf-8"))
+        extra_pnginfo["workflow"] = _read_ui_workflow(args.ui_workflow)
+    check_output_folder(bridge.output_directory())  # a missing, read-only or not-a-folder --out, before any work
     if args.demo:
+        from ..standins.workflow import build_stand_ins  # the runner's only use of stand-ins, on request
+
         stood_in = build_stand_ins(workflow, _demo_root())
         if stood_in:
             print(f"{_BANNER}\nDEMO MODE: these are stand-ins, NOT real weights or your audio. The output is noise "

@@ -17,9 +17,11 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import urlsplit
 
+from ..engine.core.errors import PAEInputError
+from ..engine.core.files import claim, resolve_inside
 from ..engine.io.audio import READ_EXTENSIONS
 
 # Loader nodes whose 'audio' input names a file in the server's input folder.
@@ -135,7 +137,8 @@ def plan_jobs(workflow: dict[str, dict[str, Any]], name: str, inputs: list[str],
                            f"--input {loaders[0] if loaders else 'NODE'}=takes/*.wav")
         target = loaders[0]
     if target is not None and target not in loaders:
-        raise RunError(f"--input names node {target}, which does not load an audio file (loaders: {', '.join(loaders)}).")
+        raise RunError(f"--input names node {target}, which does not load an audio file "
+                       f"(loaders: {', '.join(loaders)}).")
     batch = expand_inputs(patterns) if patterns else [None]
     jobs = []
     for index, item in enumerate(batch):
@@ -177,7 +180,8 @@ def format_refusal(server: Server, status: int, body: Any) -> str:
     error = body.get("error") or {}
     headline = error.get("message") if isinstance(error, dict) else str(error)
     details = error.get("details") if isinstance(error, dict) else ""
-    lines = [f"{server.name} refused the workflow: {headline or 'invalid prompt'}" + (f": {details}" if details else "")]
+    lines = [f"{server.name} refused the workflow: {headline or 'invalid prompt'}"
+             + (f": {details}" if details else "")]
     for node_id, entry in sorted((body.get("node_errors") or {}).items(), key=lambda kv: str(kv[0])):
         for item in entry.get("errors", []):
             text = item.get("message", "")
@@ -391,7 +395,8 @@ async def follow(session: ServerSession, sockets: list, client_id: str, job: Job
             board.node(server, job, str(node), class_types.get(str(node), "?"))
         elif kind == "progress" and data.get("prompt_id") == prompt_id:
             node = str(data.get("node"))
-            board.step(server, job, node, class_types.get(node, "?"), int(data.get("value", 0)), int(data.get("max", 0)))
+            board.step(server, job, node, class_types.get(node, "?"), int(data.get("value", 0)),
+                       int(data.get("max", 0)))
         elif kind == "execution_success" and data.get("prompt_id") == prompt_id:
             return _checked(server, await _history_entry(session, prompt_id))
         elif kind in ("execution_error", "execution_interrupted") and data.get("prompt_id") == prompt_id:
@@ -456,13 +461,29 @@ def _output_files(entry: dict) -> list[dict]:
     return files
 
 
-def _free_path(path: Path) -> Path:
-    """path, or path with ' (2)', ' (3)', ... before the suffix when it exists: nothing is overwritten."""
-    candidate, number = path, 2
-    while candidate.exists():
-        candidate = path.with_name(f"{path.stem} ({number}){path.suffix}")
-        number += 1
-    return candidate
+def _local_name(subfolder: str, filename: str, out_dir: Path) -> Path:
+    """Where a server's output goes under out_dir: its subfolders (no '..', '.' or drive parts) and its plain file
+    name; a name that is empty, a folder, or holds a NUL is the server's fault and is refused, not guessed at."""
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    if name in ("", ".", "..") or "\x00" in name or "\x00" in subfolder:
+        raise OutputError(f"the server named an output file {filename!r}, which is not a plain file name; it was not "
+                          "downloaded")
+    parts = [part for part in subfolder.replace("\\", "/").split("/")
+             if part not in ("", ".", "..") and ":" not in part]
+    relative = Path(*parts, name)
+    try:
+        resolve_inside(out_dir, str(relative), "filename", what="output folder")
+    except PAEInputError:
+        raise OutputError(f"the server's output {filename!r} in {subfolder!r} would land outside {out_dir}; it was "
+                          "not downloaded") from None
+    return relative
+
+
+def free_names(path: Path) -> Iterator[Path]:
+    """path, then path with ' (2)', ' (3)', ... before the suffix: the names a download may claim, in order."""
+    yield path
+    for number in range(2, 10000):
+        yield path.with_name(f"{path.stem} ({number}){path.suffix}")
 
 
 async def download(session: ServerSession, job: Job, files: list[dict]) -> list[Path]:
@@ -483,11 +504,11 @@ async def _download_each(session: ServerSession, job: Job, files: list[dict], sa
 
     for item in files:
         subfolder = item.get("subfolder") or ""
-        relative = Path(*[p for p in subfolder.split("/") if p and p != ".."]) / Path(item["filename"]).name
+        relative = _local_name(str(subfolder), str(item["filename"]), job.out_dir)
         query = {"filename": item["filename"], "subfolder": subfolder, "type": "output"}
         where = f"{session.server.url}/view?filename={item['filename']}&subfolder={subfolder}&type=output"
+        target = job.out_dir / relative
         try:
-            target = _free_path(job.out_dir / relative)
             target.parent.mkdir(parents=True, exist_ok=True)
             handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".partial",
                                                  delete=False)
@@ -501,7 +522,7 @@ async def _download_each(session: ServerSession, job: Job, files: list[dict], sa
                         raise ServerLost(f"GET /view of {item['filename']} answered HTTP {response.status}")
                     async for chunk in response.content.iter_chunked(1 << 16):
                         handle.write(chunk)
-            os.replace(handle.name, target)
+            target = claim(Path(handle.name), free_names(target))  # never over an existing file
         except OSError as exc:
             raise OutputError(f"cannot write {target}: {exc.strerror or exc}; the file stays on the server: "
                               f"{where}") from None

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..engine.core.errors import PAEInputError
+from ..nodes.base import AUDIO_PLAYER
 
 Workflow = dict[str, dict[str, Any]]
 
@@ -36,13 +37,16 @@ def load_api_workflow(path: str | Path) -> Workflow:
         raise WorkflowError(None, f"workflow file not found: {path}") from None
     except (OSError, ValueError) as exc:
         raise WorkflowError(None, f"{path} is not readable JSON: {exc}") from None
+    except RecursionError:
+        raise WorkflowError(None, f"{path} nests its JSON too deeply to be a workflow.") from None
     if isinstance(data, dict) and "nodes" in data and "links" in data:
         raise WorkflowError(None, f"{path} is a UI-format workflow, but this needs the API format: open it in "
                             "ComfyUI and use Workflow > Export (API), or take the shipped twin from workflows/api/.")
     if isinstance(data, dict) and isinstance(data.get("prompt"), dict):
         data = data["prompt"]  # a saved /prompt request body
     if not isinstance(data, dict) or not data or not all(isinstance(v, dict) for v in data.values()):
-        raise WorkflowError(None, f"{path} is not an API-format workflow (expected {{node_id: {{class_type, inputs}}}}).")
+        raise WorkflowError(None, f"{path} is not an API-format workflow "
+                            "(expected {node_id: {class_type, inputs}}).")
     return {str(k): v for k, v in data.items()}
 
 
@@ -59,8 +63,10 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return node_id.strip(), input_name.strip(), value
 
 
-def apply_overrides(workflow: Workflow, overrides: list[str]) -> Workflow:
-    """Return a copy of the workflow with --set values written into node inputs."""
+def apply_overrides(workflow: Workflow, overrides: list[str], node_classes: dict[str, type] | None = None
+                    ) -> Workflow:
+    """Return a copy of the workflow with --set values written into node inputs; with node_classes, an input the
+    node does not have is refused here, before anything loads."""
     graph = json.loads(json.dumps(workflow))
     for text in overrides:
         node_id, input_name, value = parse_override(text)
@@ -70,6 +76,10 @@ def apply_overrides(workflow: Workflow, overrides: list[str]) -> Workflow:
                 raise WorkflowError(node_id, f"--set names a node that is not in the workflow "
                                     f"(ids: {', '.join(sorted(graph, key=_id_order))}).")
             node_id = titles[node_id]
+        cls = (node_classes or {}).get(graph[node_id].get("class_type"))
+        if cls is not None and input_name not in (names := input_specs(cls)):
+            raise WorkflowError(node_id, f"--set names an input '{input_name}' that {cls.NODE_ID} does not have "
+                                f"(its inputs: {', '.join(names)}).")
         graph[node_id].setdefault("inputs", {})[input_name] = value
     return graph
 
@@ -95,7 +105,7 @@ def input_specs(cls: type) -> dict[str, tuple[Any, dict, bool]]:
 
 
 # Frontend widgets that carry no value for the node (ComfyUI sends "" or null for them).
-_DISPLAY_ONLY = ("AUDIO_UI",)
+_DISPLAY_ONLY = (AUDIO_PLAYER,)
 
 
 def _validated_by_node(cls: type, specs: dict[str, tuple[Any, dict, bool]]) -> set[str]:
@@ -205,23 +215,33 @@ def execution_order(workflow: Workflow, node_classes: dict[str, type]) -> list[s
         raise WorkflowError(None, "the workflow has no output node (e.g. Save Audio), so nothing would run.")
     order: list[str] = []
     state: dict[str, str] = {}
-
-    def visit(node_id: str, path: list[str]) -> None:
-        if state.get(node_id) == "done":
-            return
-        if state.get(node_id) == "active":
-            cycle = " -> ".join(path[path.index(node_id):] + [node_id])
-            raise WorkflowError(node_id, f"the graph has a cycle: {cycle}.")
-        state[node_id] = "active"
-        for value in workflow[node_id].get("inputs", {}).values():
-            if _is_link(value):
-                visit(value[0], path + [node_id])
-        state[node_id] = "done"
-        order.append(node_id)
-
-    for node_id in sorted(outputs, key=_id_order):
-        visit(node_id, [])
+    for output in sorted(outputs, key=_id_order):
+        # Depth-first with an explicit stack (a long chain of nodes must not exhaust Python's recursion).
+        stack = [(output, iter(_links_of(workflow, output)))]
+        path = [output]
+        if state.get(output) == "done":
+            continue
+        state[output] = "active"
+        while stack:
+            node_id, links = stack[-1]
+            source = next(links, None)
+            if source is None:
+                stack.pop()
+                path.pop()
+                state[node_id] = "done"
+                order.append(node_id)
+            elif state.get(source) == "active":
+                cycle = " -> ".join(path[path.index(source):] + [source])
+                raise WorkflowError(source, f"the graph has a cycle: {cycle}.")
+            elif state.get(source) != "done":
+                state[source] = "active"
+                stack.append((source, iter(_links_of(workflow, source))))
+                path.append(source)
     return order
+
+
+def _links_of(workflow: Workflow, node_id: str) -> list[str]:
+    return [value[0] for value in workflow[node_id].get("inputs", {}).values() if _is_link(value)]
 
 
 @dataclass

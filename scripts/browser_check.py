@@ -70,9 +70,11 @@ def check_workflows(url: str, ui_paths: list[Path], chromium: str | None = None,
             if api_path.is_file() and comparable(prompt) != comparable(json.loads(api_path.read_text())):
                 problems.append(f"graphToPrompt differs from {api_path.name}")
             if clip_seconds:
-                page.evaluate("""(seconds) => app.graph._nodes.filter((n) => n.type === "PAE_LoadAudio").forEach((n) => {
+                page.evaluate("""(seconds) => app.graph._nodes.filter((n) => n.type === "PAE_LoadAudio")"""
+                              """.forEach((n) => {
                     const w = n.widgets.find((w) => w.name === "duration"); w.value = seconds; })""", clip_seconds)
-            before = page.evaluate("async () => Object.keys(await (await fetch('/history?max_items=10000')).json()).length")
+            before = page.evaluate("async () => Object.keys(await (await fetch('/history?max_items=10000'))"
+                                   ".json()).length")
             page.evaluate("() => app.queuePrompt(0, 1)")
             deadline = time.monotonic() + timeout_s
             while not page.evaluate("""async (count) => {

@@ -7,7 +7,7 @@ import pathlib
 
 import torch
 
-from .audioldm2 import _CLAP_MAX_LENGTH, _clap_tokenizer, _reinit, clap_feature_extractor
+from .common import clap_feature_extractor, clap_tokenizer, reinit, tiny_clap_config
 
 # Real CLAP facts mirrored below (transformers' ClapAudioEncoder and the laion/clap-htsat-unfused files):
 # - The feature extractor always yields a 10 s window of 48 kHz audio as 1001 x 64 log-mel frames (dB). HTSAT lays
@@ -33,44 +33,15 @@ def build_tiny_clap(folder: str | os.PathLike, seed: int = 0) -> pathlib.Path:
     (a ClapFeatureExtractor at 48 kHz with clap-htsat-unfused's settings) and the tokenizer files (a tiny byte-level
     RoBERTa BPE). ClapProcessor.from_pretrained and the pack's loader both read it.
     """
-    from transformers import ClapAudioConfig, ClapConfig, ClapModel, ClapTextConfig
+    from transformers import ClapModel
 
     out = pathlib.Path(folder)
-    tokenizer = _clap_tokenizer()
-    config = ClapConfig(
-        text_config=ClapTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=_WIDTH,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=2 * _WIDTH,
-            max_position_embeddings=_CLAP_MAX_LENGTH + 2,  # RoBERTa positions start after the padding index
-            projection_dim=_WIDTH,
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        ),
-        audio_config=ClapAudioConfig(
-            num_mel_bins=64,
-            spec_size=256,
-            patch_size=8,
-            patch_stride=(8, 8),
-            window_size=8,
-            patch_embeds_hidden_size=8,
-            hidden_size=_WIDTH,
-            depths=[1, 1],
-            num_attention_heads=[1, 2],
-            num_hidden_layers=2,
-            projection_dim=_WIDTH,
-            num_classes=4,
-            enable_fusion=False,
-        ),
-        projection_dim=_WIDTH,
-    )
+    tokenizer = clap_tokenizer()
+    config = tiny_clap_config(tokenizer, width=_WIDTH, patch=8)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = ClapModel(config)
-        _reinit(model)
+        reinit(model)
     with torch.no_grad():
         norm = model.audio_model.audio_encoder.batch_norm
         norm.running_mean.fill_(_MEL_DB_MEAN)

@@ -22,9 +22,9 @@ def build_tiny_musicgen(folder: str | os.PathLike, *, seed: int = 0, max_seconds
                               MusicgenMelodyConfig, MusicgenMelodyDecoderConfig, MusicgenMelodyForConditionalGeneration,
                               T5Config)
 
-    from .audioldm2 import _t5_tokenizer
+    from .common import t5_tokenizer
 
-    tokenizer = _t5_tokenizer()
+    tokenizer = t5_tokenizer()
     text = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
                     decoder_start_token_id=0)
     codec = EncodecConfig(sampling_rate=32000, audio_channels=1, hidden_size=16, num_filters=4, num_residual_layers=1,
@@ -39,7 +39,8 @@ def build_tiny_musicgen(folder: str | os.PathLike, *, seed: int = 0, max_seconds
         model = MusicgenMelodyForConditionalGeneration(MusicgenMelodyConfig(
             text_encoder=text, audio_encoder=codec, decoder=decoder, num_chroma=12, chroma_length=20))
     else:
-        model = MusicgenForConditionalGeneration(MusicgenConfig(text_encoder=text, audio_encoder=codec, decoder=decoder))
+        model = MusicgenForConditionalGeneration(MusicgenConfig(text_encoder=text, audio_encoder=codec,
+                                                                decoder=decoder))
     generation = model.generation_config
     generation.pad_token_id = generation.decoder_start_token_id = generation.bos_token_id = _CODEBOOK
     generation.max_length = int(max_seconds * codec.frame_rate)

@@ -28,11 +28,11 @@ def build_tiny_stable_audio(folder: str | os.PathLike, *, seed: int = 0, in_chan
     from diffusers.pipelines.stable_audio.modeling_stable_audio import StableAudioProjectionModel
     from transformers import T5Config, T5EncoderModel
 
-    from .audioldm2 import _t5_tokenizer
+    from .common import t5_tokenizer
 
     out = pathlib.Path(folder)
     torch.manual_seed(seed)
-    tokenizer = _t5_tokenizer()
+    tokenizer = t5_tokenizer()
     text_encoder = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=768, d_kv=8, d_ff=32, num_layers=1,
                                            num_heads=2))
     projection = StableAudioProjectionModel(text_encoder_dim=768, conditioning_dim=768, min_value=0, max_value=512)
@@ -69,7 +69,8 @@ def _dit_to_stable_audio_tools(state: dict[str, torch.Tensor]) -> dict[str, torc
     for key, value in state.items():
         match = re.match(r"transformer_blocks\.(\d+)\.(.+)", key)
         if match is None:
-            top = {"proj_in.weight": "transformer.project_in.weight", "proj_out.weight": "transformer.project_out.weight",
+            top = {"proj_in.weight": "transformer.project_in.weight",
+                   "proj_out.weight": "transformer.project_out.weight",
                    "time_proj.weight": "timestep_features.weight"}.get(key)
             if top is None:
                 head, _, rest = key.partition(".")
@@ -147,22 +148,27 @@ def save_stable_audio_tools_checkpoint(diffusers_folder: str | os.PathLike, out_
     state = _dit_to_stable_audio_tools(dit.state_dict())
     head_dim = c.attention_head_dim
     rotary = max(head_dim // 2, 32)
-    state["model.model.transformer.rotary_pos_emb.inv_freq"] = 1.0 / 10000 ** (torch.arange(0, rotary, 2).float() / rotary)
+    state["model.model.transformer.rotary_pos_emb.inv_freq"] = 1.0 / 10000 ** (torch.arange(0, rotary, 2).float()
+                                                                                / rotary)
     state.update(_oobleck_to_stable_audio_tools(vae.state_dict(), len(v.downsampling_ratios)))
     for name, conditioner in (("seconds_start", projection.start_number_conditioner),
                               ("seconds_total", projection.end_number_conditioner)):
         for key, value in conditioner.state_dict().items():
-            state[f"conditioner.conditioners.{name}.embedder.{key.replace('time_positional_embedding', 'embedding')}"] = value
+            state[f"conditioner.conditioners.{name}.embedder."
+                  f"{key.replace('time_positional_embedding', 'embedding')}"] = value
     state = {k: t.contiguous().clone() for k, t in state.items()}
     hop = int(torch.tensor(v.downsampling_ratios).prod())
-    oobleck = {"channels": v.encoder_hidden_size, "c_mults": list(v.channel_multiples), "strides": list(v.downsampling_ratios)}
+    oobleck = {"channels": v.encoder_hidden_size, "c_mults": list(v.channel_multiples),
+               "strides": list(v.downsampling_ratios)}
     config = {
         "model_type": "diffusion_cond", "sample_size": c.sample_size * hop, "sample_rate": v.sampling_rate,
         "audio_channels": v.audio_channels,
         "model": {
             "pretransform": {"type": "autoencoder", "config": {
-                "encoder": {"type": "oobleck", "config": {"in_channels": v.audio_channels, "latent_dim": v.encoder_hidden_size, **oobleck}},
-                "decoder": {"type": "oobleck", "config": {"out_channels": v.audio_channels, **oobleck, "channels": v.decoder_channels,
+                "encoder": {"type": "oobleck", "config": {"in_channels": v.audio_channels,
+                                                          "latent_dim": v.encoder_hidden_size, **oobleck}},
+                "decoder": {"type": "oobleck", "config": {"out_channels": v.audio_channels, **oobleck,
+                                                          "channels": v.decoder_channels,
                                                           "latent_dim": v.decoder_input_channels}},
                 "bottleneck": {"type": "vae"}, "latent_dim": v.decoder_input_channels, "downsampling_ratio": hop,
                 "io_channels": v.audio_channels}},
@@ -175,7 +181,8 @@ def save_stable_audio_tools_checkpoint(diffusers_folder: str | os.PathLike, out_
                           "global_cond_ids": ["seconds_start", "seconds_total"], "type": "dit",
                           "config": {"io_channels": c.out_channels, "embed_dim": c.num_attention_heads * head_dim,
                                      "depth": c.num_layers, "num_heads": c.num_attention_heads,
-                                     "cond_token_dim": c.cross_attention_dim, "global_cond_dim": c.global_states_input_dim,
+                                     "cond_token_dim": c.cross_attention_dim,
+                                     "global_cond_dim": c.global_states_input_dim,
                                      "project_cond_tokens": False, "transformer_type": "continuous_transformer",
                                      **({"input_concat_dim": c.in_channels - c.out_channels}
                                         if c.in_channels != c.out_channels else {})}},

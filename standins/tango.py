@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .audioldm2 import _reinit, _t5_tokenizer
+from .common import reinit, t5_tokenizer
 
 # What is kept from the real releases (declare-lab/tango, declare-lab/tango2 on Hugging Face):
 # - File layout: main_config.json, pytorch_model_main.bin (the reference's AudioDiffusion state dict: 'unet.*' is a
@@ -28,7 +28,7 @@ from .audioldm2 import _reinit, _t5_tokenizer
 #   unet_config.json and t5_config.json, which the loader takes in preference to the built-in ones.
 
 _T5_WIDTH = 1024
-_T5_MAX_LENGTH = 512  # google/flan-t5-large's tokenizer_config.json
+T5_MAX_LENGTH = 512  # google/flan-t5-large's tokenizer_config.json
 _VAE_DDCONFIG: dict[str, Any] = {
     "double_z": True, "z_channels": 8, "resolution": 256, "downsample_time": False, "in_channels": 1, "out_ch": 1,
     "ch": 32, "ch_mult": [1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0,
@@ -177,8 +177,8 @@ def build_tiny_tango(folder: str | os.PathLike, seed: int = 0) -> pathlib.Path:
 
     out = pathlib.Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = _t5_tokenizer()
-    tokenizer.model_max_length = _T5_MAX_LENGTH
+    tokenizer = t5_tokenizer()
+    tokenizer.model_max_length = T5_MAX_LENGTH
 
     unet_config = {
         "sample_size": [32, 2],
@@ -205,8 +205,8 @@ def build_tiny_tango(folder: str | os.PathLike, seed: int = 0) -> pathlib.Path:
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(**unet_config)
         text_encoder = T5EncoderModel(t5_config)
-        _reinit(unet)
-        _reinit(text_encoder)
+        reinit(unet)
+        reinit(text_encoder)
         generator = torch.Generator().manual_seed(seed + 1)
         vae = _Weights(generator)
         _original_vae(vae, _VAE_DDCONFIG, embed_dim=_VAE_DDCONFIG["z_channels"])

@@ -1,12 +1,11 @@
-"""Shared fixtures: per-test input/output/models folders, a tiny AudioLDM2 saved as a diffusers folder."""
+"""Shared fixtures and the tiny models' names: per-test input/output/models folders and one session-wide models folder
+of tiny stand-ins. Plain helpers (test clips, the PyAV writer, expect_input_error) are in tests/helpers.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
 from prompt_audio_edit.engine.core import bridge
 from prompt_audio_edit.engine.backbones import registry as model_registry
@@ -83,37 +82,3 @@ def tiny_backbone(tiny_dirs):
     """The tiny AudioLDM2 loaded through the pack's loader (cached across tests, as inside ComfyUI)."""
     return model_registry.load_backbone(TINY_MODEL, "fp32")
 
-
-def tone(seconds: float, rate: int, channels: int = 1, freq: float = 440.0) -> np.ndarray:
-    """A test signal [channels, samples]: a tone per channel (different pitch each) plus a little noise."""
-    t = np.arange(int(round(seconds * rate))) / rate
-    rng = np.random.default_rng(0)
-    rows = [0.4 * np.sin(2 * np.pi * freq * (1 + 0.25 * c) * t) + 0.01 * rng.standard_normal(t.size)
-            for c in range(channels)]
-    return np.stack(rows).astype(np.float32)
-
-
-def write_with_pyav(path: Path, data: np.ndarray, rate: int, container: str, codec: str,
-                    sample_format: str = "flt") -> Path:
-    """Encode [channels, samples] float data with PyAV (the test's own writer, independent of the pack)."""
-    import av
-
-    channels = data.shape[0]
-    layout = {1: "mono", 2: "stereo", 6: "5.1"}.get(channels, f"{channels}c")
-    with av.open(str(path), "w", format=container) as out:
-        stream = out.add_stream(codec, rate=rate, layout=layout)
-        frame_data = data.T.reshape(1, -1)
-        if sample_format == "s16":
-            frame_data = np.round(frame_data * 32767).astype(np.int16)
-        elif sample_format == "s32":
-            frame_data = np.round(frame_data * 2147483647.0).astype(np.int32)
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(frame_data), format=sample_format, layout=layout)
-        frame.sample_rate = rate
-        out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-    return path
-
-
-def core_style_audio(seconds: float, rate: int, channels: int) -> dict:
-    """An AUDIO dict shaped exactly as ComfyUI core's LoadAudio makes it."""
-    return {"waveform": torch.from_numpy(tone(seconds, rate, channels)).unsqueeze(0), "sample_rate": rate}

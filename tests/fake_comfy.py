@@ -108,7 +108,8 @@ class FakeComfy:
             if node["class_type"] == "PAE_LoadAudio" and not (self.root / "input" / node["inputs"]["audio"]).is_file():
                 errors[node_id] = {"errors": [{"type": "custom_validation_failed", "message": "Failed to validate",
                                                "details": f"file not found: '{node['inputs']['audio']}'",
-                                               "extra_info": {}}], "dependent_outputs": [], "class_type": "PAE_LoadAudio"}
+                                               "extra_info": {}}], "dependent_outputs": [],
+                                   "class_type": "PAE_LoadAudio"}
         if self.fault == "refuse" or errors:
             return web.json_response({"error": {"type": "prompt_outputs_failed_validation", "message":
                                                 "Prompt outputs failed validation", "details": "", "extra_info": {}},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 
 import numpy as np
@@ -17,15 +18,11 @@ from prompt_audio_edit.engine.core.errors import PAEInputError
 from prompt_audio_edit.engine.diffusion.sampling import sample
 from prompt_audio_edit.nodes import NODE_CLASS_MAPPINGS
 from tests.conftest import TINY_AP_ADAPTER, TINY_AUDIOMAE, TINY_TANGO
+from tests.helpers import audio_clip, expect_input_error
 
 PROMPT, NEGATIVE = "a recording of a violin solo", "a recording of a piano solo"
-
-
-def clip(seconds: float, rate: int = 16000, channels: int = 1, freq: float = 330.0) -> dict:
-    t = torch.arange(int(round(seconds * rate))) / rate
-    rows = [0.3 * torch.sin(2 * math.pi * freq * (1 + 0.5 * c) * t) + 0.05 * torch.sin(2 * math.pi * 3.1 * freq * t)
-            for c in range(channels)]
-    return {"waveform": torch.stack(rows)[None], "sample_rate": rate}
+# The audio prompts fed to the adapter: the shared harmonics clip, 16 kHz mono unless given.
+prompt_clip = functools.partial(audio_clip, rate=16000, kind="harmonics")
 
 
 @pytest.fixture
@@ -91,7 +88,7 @@ def kaldi_reference(x: np.ndarray) -> np.ndarray:
 
 
 def test_fbank_matches_kaldi_and_short_clips_are_padded_the_references_way():
-    audio = clip(2.0)
+    audio = prompt_clip(2.0)
     audio["waveform"] = audio["waveform"] + 0.1  # DC: removed before framing
     features = audiomae.audio_features(audio)
     assert features.shape == (1, 1024, 128)
@@ -107,17 +104,17 @@ def test_fbank_matches_kaldi_and_short_clips_are_padded_the_references_way():
 
 
 def test_long_clips_are_cut_to_1024_frames_and_other_rates_are_resampled():
-    long = audiomae.audio_features(clip(12.0))
-    short = audiomae.audio_features(clip(10.255))  # exactly 1024 frames: 400 + 1023 x 160 samples
+    long = audiomae.audio_features(prompt_clip(12.0))
+    short = audiomae.audio_features(prompt_clip(10.255))  # exactly 1024 frames: 400 + 1023 x 160 samples
     assert long.shape == short.shape == (1, 1024, 128)
     assert torch.allclose(long, short, atol=1e-4)
-    stereo_44k = audiomae.audio_features(clip(2.0, rate=44100, channels=2))
+    stereo_44k = audiomae.audio_features(prompt_clip(2.0, rate=44100, channels=2))
     assert stereo_44k.shape == (1, 1024, 128) and torch.isfinite(stereo_44k).all()
 
 
 @pytest.mark.parametrize("rate,tokens", [(1, 512), (2, 128), (4, 32), (8, 8)])
 def test_token_counts_per_pooling_rate_for_a_10_24_s_input(adapter, rate, tokens):
-    out = adapter.encoder.audio_tokens(clip(10.24), rate)
+    out = adapter.encoder.audio_tokens(prompt_clip(10.24), rate)
     assert out.shape == (1, tokens, 768) == (1, audiomae.token_count(rate), 768)
 
 
@@ -141,7 +138,8 @@ def test_encoder_is_the_released_vit_computed_from_its_weights(adapter):
     h = ln(x, "blocks.0.norm1") @ state["blocks.0.attn.qkv.weight"].T + state["blocks.0.attn.qkv.bias"]
     q, k, v = h.view(1, 513, 3, 12, 64).permute(2, 0, 3, 1, 4)
     attn = torch.softmax(q @ k.transpose(-1, -2) / 8.0, dim=-1) @ v
-    x = x + attn.transpose(1, 2).reshape(1, 513, 768) @ state["blocks.0.attn.proj.weight"].T + state["blocks.0.attn.proj.bias"]
+    x = x + (attn.transpose(1, 2).reshape(1, 513, 768) @ state["blocks.0.attn.proj.weight"].T
+             + state["blocks.0.attn.proj.bias"])
     h = ln(x, "blocks.0.norm2") @ state["blocks.0.mlp.fc1.weight"].T + state["blocks.0.mlp.fc1.bias"]
     x = x + torch.nn.functional.gelu(h) @ state["blocks.0.mlp.fc2.weight"].T + state["blocks.0.mlp.fc2.bias"]
     expected = ln(x, "norm")
@@ -159,22 +157,25 @@ def test_silent_prompt_is_audiomae_of_the_all_zero_fbank_and_is_computed_once(ad
 # ------------------------------------------------------------------------------------- the adapter
 def test_scale_zero_gives_exactly_the_plain_model(adapter, tiny_backbone):
     plain = generate(tiny_backbone)
-    adapted = ap.apply_ap_adapter(tiny_backbone, adapter, clip(2.0), scale=0.0, pooling=2)
+    adapted = ap.apply_ap_adapter(tiny_backbone, adapter, prompt_clip(2.0), scale=0.0, pooling=2)
     assert torch.equal(generate(adapted), plain)
     # Steps sit at fractions 0, 1/3, 2/3 of the run: a window holding none of them is the plain model too,
     # and windows holding the same steps give the same result.
-    assert torch.equal(generate(ap.apply_ap_adapter(tiny_backbone, adapter, clip(2.0), 0.7, 8, start=0.7)), plain)
-    assert torch.equal(generate(ap.apply_ap_adapter(tiny_backbone, adapter, clip(2.0), 0.7, 8, start=0.0, end=0.01)),
-                       generate(ap.apply_ap_adapter(tiny_backbone, adapter, clip(2.0), 0.7, 8, start=0.0, end=0.3)))
+    assert torch.equal(generate(ap.apply_ap_adapter(tiny_backbone, adapter, prompt_clip(2.0), 0.7, 8, start=0.7)),
+                       plain)
+    assert torch.equal(
+        generate(ap.apply_ap_adapter(tiny_backbone, adapter, prompt_clip(2.0), 0.7, 8, start=0.0, end=0.01)),
+        generate(ap.apply_ap_adapter(tiny_backbone, adapter, prompt_clip(2.0), 0.7, 8, start=0.0, end=0.3)))
 
 
 def test_audio_prompt_changes_the_output_and_leaves_the_loaded_model_as_it_was(adapter, tiny_backbone):
     originals = dict(tiny_backbone.denoiser.attn_processors)
     plain = generate(tiny_backbone)
-    adapted = ap.apply_ap_adapter(tiny_backbone, adapter, clip(2.0), scale=0.5, pooling=2)
+    adapted = ap.apply_ap_adapter(tiny_backbone, adapter, prompt_clip(2.0), scale=0.5, pooling=2)
     assert tiny_backbone.audio_prompt is None and adapted.audio_prompt is not None
     with_prompt = generate(adapted)
-    other_clip = generate(ap.apply_ap_adapter(tiny_backbone, adapter, clip(2.0, freq=800.0), scale=0.5, pooling=2))
+    other_clip = generate(ap.apply_ap_adapter(tiny_backbone, adapter, prompt_clip(2.0, freq=800.0), scale=0.5,
+                                              pooling=2))
     assert not torch.allclose(with_prompt, plain) and not torch.allclose(with_prompt, other_clip)
     assert torch.equal(generate(adapted), with_prompt)  # deterministic under the seed
     after = tiny_backbone.denoiser.attn_processors
@@ -184,7 +185,7 @@ def test_audio_prompt_changes_the_output_and_leaves_the_loaded_model_as_it_was(a
 
 def test_processors_are_restored_after_an_error_mid_run(adapter, tiny_backbone, monkeypatch):
     originals = dict(tiny_backbone.denoiser.attn_processors)
-    adapted = ap.apply_ap_adapter(tiny_backbone, adapter, clip(1.0), scale=0.5, pooling=4)
+    adapted = ap.apply_ap_adapter(tiny_backbone, adapter, prompt_clip(1.0), scale=0.5, pooling=4)
     seen = []
 
     def fail(*args, **kwargs):
@@ -201,7 +202,7 @@ def test_processors_are_restored_after_an_error_mid_run(adapter, tiny_backbone, 
 def test_sampling_stops_within_one_step_when_interrupted(adapter, tiny_backbone, monkeypatch):
     from prompt_audio_edit.engine.core import bridge
 
-    adapted = ap.apply_ap_adapter(tiny_backbone, adapter, clip(1.0), scale=0.5, pooling=4)
+    adapted = ap.apply_ap_adapter(tiny_backbone, adapter, prompt_clip(1.0), scale=0.5, pooling=4)
     calls = []
     original = type(tiny_backbone).predict
 
@@ -226,7 +227,7 @@ def test_decoupled_attention_is_text_plus_scale_times_audio(adapter, tiny_backbo
     hidden = torch.randn(2, 10, attn.to_q.in_features)
     context = torch.randn(2, 8 + 32, 768)
     prompt = ap.AudioPrompt(adapter.weights, sites, torch.zeros(1, 32, 768), torch.zeros(1, 32, 768), 0.6, 4)
-    processor = ap.AudioPromptProcessor(k_ip, v_ip, 32, ap.AudioPromptControl(prompt, 0.6))
+    processor = ap.AudioPromptProcessor(k_ip, v_ip, 32, ap.AudioPromptController(prompt, 0.6))
 
     def attend(q, k, v):
         heads = lambda t: t.view(2, -1, attn.heads, t.shape[-1] // attn.heads).transpose(1, 2)  # noqa: E731
@@ -242,7 +243,7 @@ def test_decoupled_attention_is_text_plus_scale_times_audio(adapter, tiny_backbo
 
 
 def test_batches_pair_prompt_clips_with_their_rows(adapter, tiny_backbone):
-    a, b = clip(1.0)["waveform"], clip(1.0, freq=900.0)["waveform"]
+    a, b = prompt_clip(1.0)["waveform"], prompt_clip(1.0, freq=900.0)["waveform"]
     pair = ap.apply_ap_adapter(tiny_backbone, adapter, {"waveform": torch.cat([a, b]), "sample_rate": 16000}, 0.5, 8)
     same = ap.apply_ap_adapter(tiny_backbone, adapter, {"waveform": torch.cat([a, a]), "sample_rate": 16000}, 0.5, 8)
     rows_pair, rows_same = generate(pair, batch_size=2), generate(same, batch_size=2)
@@ -256,7 +257,7 @@ def test_batches_pair_prompt_clips_with_their_rows(adapter, tiny_backbone):
 def test_sampler_from_a_latent_keeps_its_bookkeeping_and_runs_the_last_steps(tiny_backbone):
     from prompt_audio_edit.engine.diffusion.vae import vae_encode
 
-    latent = vae_encode(tiny_backbone, clip(1.5, rate=44100, channels=2))
+    latent = vae_encode(tiny_backbone, prompt_clip(1.5, rate=44100, channels=2))
     out = sample(tiny_backbone, PROMPT, NEGATIVE, steps=2, guidance=3.0, seed=1, latent=latent, denoise=0.5,
                  batch_size=2)
     assert out["samples"].shape == (2, *latent["samples"].shape[1:])
@@ -271,9 +272,9 @@ def test_ppae_nodes_refuse_a_model_with_an_audio_prompt(adapter, tiny_backbone):
     from prompt_audio_edit.engine.diffusion.inversion import invert
     from prompt_audio_edit.engine.diffusion.vae import vae_encode
 
-    adapted = ap.apply_ap_adapter(tiny_backbone, adapter, clip(1.0), scale=0.5, pooling=2)
+    adapted = ap.apply_ap_adapter(tiny_backbone, adapter, prompt_clip(1.0), scale=0.5, pooling=2)
     with pytest.raises(PAEInputError, match="audio prompt"):
-        invert(adapted, vae_encode(tiny_backbone, clip(1.0)), "a piano", steps=4)
+        invert(adapted, vae_encode(tiny_backbone, prompt_clip(1.0)), "a piano", steps=4)
 
 
 # ------------------------------------------------------------------------------------------ presets
@@ -289,18 +290,14 @@ def test_task_presets_fill_paper_and_repository_values_and_overrides_win():
     assert (duet.positive, duet.negative) == ("Duet, played with cello accompaniment", "solo")
     custom = ap.ap_task_settings("timbre transfer", "violin", "", scale=0.3, pooling=8, guidance=4.0,
                                  negative="a recording of a harp solo")
-    assert (custom.scale, custom.pooling, custom.guidance, custom.negative) == (0.3, 8, 4.0, "a recording of a harp solo")
+    assert (custom.scale, custom.pooling, custom.guidance, custom.negative) == \
+        (0.3, 8, 4.0, "a recording of a harp solo")
     node = NODE_CLASS_MAPPINGS["PAE_APAdapterTask"]()
-    assert node.run(task="accompaniment", target="flute") == ("Duet, played with flute accompaniment", "solo", 0.5, 2, 7.5)
+    assert node.run(task="accompaniment", target="flute") == \
+        ("Duet, played with flute accompaniment", "solo", 0.5, 2, 7.5)
 
 
 # ---------------------------------------------------------------------------------------- bad input
-def node_error(node_id: str, **inputs) -> str:
-    with pytest.raises(PAEInputError) as info:
-        NODE_CLASS_MAPPINGS[node_id]().run(**inputs)
-    return str(info.value)
-
-
 def write_adapter(tiny_dirs, name: str, state) -> str:
     torch.save(state, tiny_dirs["models"] / "ap_adapter" / name)
     return name
@@ -313,7 +310,8 @@ def test_adapter_for_another_model_size_names_the_layer(adapter, tiny_backbone, 
     state[f"{layer}.to_v_ip.weight"] = torch.zeros(64, 768)
     name = write_adapter(tiny_dirs, "wider.bin", state)
     loaded = ap.load_ap_adapter(name, TINY_AUDIOMAE, "fp32")
-    message = node_error("PAE_APAdapterApply", model=tiny_backbone, ap_adapter=loaded, audio=clip(1.0))
+    message = str(expect_input_error("PAE_APAdapterApply", model=tiny_backbone, ap_adapter=loaded,
+                                     audio=prompt_clip(1.0)))
     assert message.startswith("PAE_APAdapterApply: input 'ap_adapter'") and layer in message
     assert "64" in message and "another model size" in message
 
@@ -325,7 +323,8 @@ def test_adapter_with_missing_and_unexpected_layers_lists_them(tiny_backbone, ti
     state["up_blocks.9.attentions.0.transformer_blocks.0.attn2.processor.to_k_ip.weight"] = torch.zeros(16, 768)
     state["up_blocks.9.attentions.0.transformer_blocks.0.attn2.processor.to_v_ip.weight"] = torch.zeros(16, 768)
     loaded = ap.load_ap_adapter(write_adapter(tiny_dirs, "partial.bin", state), TINY_AUDIOMAE, "fp32")
-    message = node_error("PAE_APAdapterApply", model=tiny_backbone, ap_adapter=loaded, audio=clip(1.0))
+    message = str(expect_input_error("PAE_APAdapterApply", model=tiny_backbone, ap_adapter=loaded,
+                                     audio=prompt_clip(1.0)))
     assert "2 missing" in message and dropped in message and "2 unexpected" in message and "up_blocks.9" in message
 
 
@@ -345,26 +344,30 @@ def test_unreadable_adapter_files_are_refused_clearly(tiny_dirs, content, expect
         path.write_bytes(content)
     else:
         torch.save(content, path)
-    message = node_error("PAE_LoadAPAdapter", adapter_name="bad.bin", audio_encoder=TINY_AUDIOMAE, dtype="fp32")
+    message = str(expect_input_error("PAE_LoadAPAdapter", adapter_name="bad.bin", audio_encoder=TINY_AUDIOMAE,
+                                     dtype="fp32"))
     assert message.startswith("PAE_LoadAPAdapter: input 'adapter_name'") and expected in message
 
 
 def test_audiomae_files_that_are_not_the_release_are_refused(tiny_dirs):
     folder = tiny_dirs["models"] / "audio_encoders"
     torch.save(tiny_audiomae_state(), folder / "flat.pth")
-    message = node_error("PAE_LoadAPAdapter", adapter_name=TINY_AP_ADAPTER, audio_encoder="flat.pth", dtype="fp32")
+    message = str(expect_input_error("PAE_LoadAPAdapter", adapter_name=TINY_AP_ADAPTER, audio_encoder="flat.pth",
+                                     dtype="fp32"))
     assert "input 'audio_encoder'" in message and "'model' entry" in message
     state = tiny_audiomae_state()
     state["blocks.0.attn.qkv_renamed.weight"] = state.pop("blocks.0.attn.qkv.weight")
     torch.save({"model": state}, folder / "renamed.pth")
-    message = node_error("PAE_LoadAPAdapter", adapter_name=TINY_AP_ADAPTER, audio_encoder="renamed.pth", dtype="fp32")
-    assert "1 missing: blocks.0.attn.qkv.weight" in message and "1 unexpected: blocks.0.attn.qkv_renamed.weight" in message
+    message = str(expect_input_error("PAE_LoadAPAdapter", adapter_name=TINY_AP_ADAPTER, audio_encoder="renamed.pth",
+                                     dtype="fp32"))
+    assert "1 missing: blocks.0.attn.qkv.weight" in message
+    assert "1 unexpected: blocks.0.attn.qkv_renamed.weight" in message
 
 
 @pytest.mark.parametrize("pooling", [0, 3, 16])
 def test_pooling_outside_the_allowed_set_is_refused(adapter, tiny_backbone, pooling):
-    message = node_error("PAE_APAdapterApply", model=tiny_backbone, ap_adapter=adapter, audio=clip(1.0),
-                         pooling=pooling)
+    message = str(expect_input_error("PAE_APAdapterApply", model=tiny_backbone, ap_adapter=adapter,
+                                     audio=prompt_clip(1.0), pooling=pooling))
     assert "input 'pooling'" in message and "1, 2, 4, 8" in message
 
 
@@ -375,16 +378,16 @@ def test_pooling_outside_the_allowed_set_is_refused(adapter, tiny_backbone, pool
     ({"waveform": 0.3 * torch.randn(1, 1, 200), "sample_rate": 16000}, "25 ms"),
 ])
 def test_silent_or_empty_audio_prompts_are_refused(adapter, tiny_backbone, audio, expected):
-    message = node_error("PAE_APAdapterApply", model=tiny_backbone, ap_adapter=adapter, audio=audio)
+    message = str(expect_input_error("PAE_APAdapterApply", model=tiny_backbone, ap_adapter=adapter, audio=audio))
     assert "input 'audio'" in message and expected in message
 
 
 def test_a_model_without_a_768_stream_is_refused(adapter, tiny_dirs):
     tango = model_registry.load_backbone(TINY_TANGO, "fp32")
-    message = node_error("PAE_APAdapterApply", model=tango, ap_adapter=adapter, audio=clip(1.0))
+    message = str(expect_input_error("PAE_APAdapterApply", model=tango, ap_adapter=adapter, audio=prompt_clip(1.0)))
     assert "input 'model'" in message and "AudioLDM2" in message
 
 
 def test_timbre_preset_without_the_source_instrument_says_what_to_give():
-    message = node_error("PAE_APAdapterTask", task="timbre transfer", target="violin", source="")
+    message = str(expect_input_error("PAE_APAdapterTask", task="timbre transfer", target="violin", source=""))
     assert "input 'source'" in message and "negative" in message

@@ -10,7 +10,8 @@ from prompt_audio_edit import NODE_CLASS_MAPPINGS
 from prompt_audio_edit.engine.methods.ap_adapter import AP_TASKS
 from prompt_audio_edit.engine.io.audio import read_audio
 from prompt_audio_edit.runner.workflow import execute_workflow, load_api_workflow
-from tests.conftest import TINY_AP_ADAPTER, TINY_AUDIOMAE, TINY_MODEL, tone, write_with_pyav
+from tests.conftest import TINY_AP_ADAPTER, TINY_AUDIOMAE, TINY_MODEL
+from tests.helpers import tone, write_with_pyav
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows" / "api"
 

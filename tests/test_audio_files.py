@@ -10,7 +10,7 @@ import torch
 
 from prompt_audio_edit.engine.io.audio import read_audio, read_metadata, resample, to_channels, trim, write_audio
 from prompt_audio_edit.nodes import NODE_CLASS_MAPPINGS
-from tests.conftest import tone, write_with_pyav
+from tests.helpers import tone, write_with_pyav
 
 LoadAudio = NODE_CLASS_MAPPINGS["PAE_LoadAudio"]
 SaveAudio = NODE_CLASS_MAPPINGS["PAE_SaveAudio"]

@@ -11,7 +11,8 @@ import torch
 
 from prompt_audio_edit.engine.backbones.mel import MelFrontEnd
 from prompt_audio_edit.nodes import NODE_CLASS_MAPPINGS
-from tests.conftest import TINY_MODEL, core_style_audio
+from tests.conftest import TINY_MODEL
+from tests.helpers import core_style_audio
 
 LoadModel = NODE_CLASS_MAPPINGS["PAE_LoadModel"]
 VAEEncode = NODE_CLASS_MAPPINGS["PAE_VAEEncode"]

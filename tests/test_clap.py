@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 
@@ -87,12 +86,20 @@ def reference(clap_root, clap):
     return Reference()
 
 
-def signals(rate: int = RATE, seconds: float = 1.0, channels: int = 1) -> torch.Tensor:
-    """Five clearly different test clips [5, C, T]: low tone, high tone, noise, chirp, pulsed tone."""
-    return _signals(rate, seconds, channels).clone()
+@pytest.fixture(scope="module")
+def signals():
+    """signals(rate=RATE, seconds=1.0, channels=1): five clearly different test clips [5, C, T] (low tone, high tone,
+    noise, chirp, pulsed tone), built once per shape for this module; every call hands out a fresh copy."""
+    made: dict[tuple, torch.Tensor] = {}
+
+    def copy(rate: int = RATE, seconds: float = 1.0, channels: int = 1) -> torch.Tensor:
+        if (rate, seconds, channels) not in made:
+            made[rate, seconds, channels] = _signals(rate, seconds, channels)
+        return made[rate, seconds, channels].clone()
+
+    return copy
 
 
-@functools.lru_cache(maxsize=None)
 def _signals(rate: int, seconds: float, channels: int) -> torch.Tensor:
     t = torch.arange(int(round(seconds * rate)), dtype=torch.float64) / rate
     gen = torch.Generator().manual_seed(0)
@@ -170,7 +177,7 @@ def test_node_contract():
 
 
 # ------------------------------------------------------------------------- scores against transformers
-def test_scores_equal_a_direct_transformers_computation(clap, reference):
+def test_scores_equal_a_direct_transformers_computation(clap, signals, reference):
     candidates = signals()[:4]
     source = signals()[4:5]
     scores = score_candidates(clap, audio_of(candidates), PROMPT, audio_of(source), 0.7)
@@ -201,7 +208,7 @@ def test_scores_equal_a_direct_transformers_computation(clap, reference):
     assert PROMPT in table and "kept" in table
 
 
-def test_any_rate_and_channel_count_is_downmixed_and_resampled_like_soxr(clap, reference):
+def test_any_rate_and_channel_count_is_downmixed_and_resampled_like_soxr(clap, signals, reference):
     import soxr
 
     stereo = signals(rate=16000, channels=2)[:2]
@@ -225,7 +232,7 @@ def test_clip_longer_than_the_window_averages_full_windows(clap, reference):
 
 
 # ---------------------------------------------------------------------------------------- selection
-def test_best_is_picked_wherever_it_sits_and_shuffling_keeps_the_winner(clap):
+def test_best_is_picked_wherever_it_sits_and_shuffling_keeps_the_winner(clap, signals):
     clips = signals()
     totals = torch.tensor(score_candidates(clap, audio_of(clips), PROMPT).total)
     ascending = torch.argsort(totals).tolist()  # the best candidate goes last
@@ -243,7 +250,7 @@ def test_best_is_picked_wherever_it_sits_and_shuffling_keeps_the_winner(clap):
 
 
 @pytest.mark.parametrize("j", [0, 1, 2])
-def test_large_fidelity_weight_keeps_the_candidate_equal_to_the_source(clap, j):
+def test_large_fidelity_weight_keeps_the_candidate_equal_to_the_source(clap, signals, j):
     clips = signals()[[0, 2, 3]]
     # A stereo source whose two channels are candidate j: its mono downmix is exactly candidate j.
     stereo_source = torch.cat([clips[j:j + 1], clips[j:j + 1]], dim=1)
@@ -260,7 +267,7 @@ def test_large_fidelity_weight_keeps_the_candidate_equal_to_the_source(clap, j):
     assert "text + 10 x fidelity" in table and "1.0000" in table
 
 
-def test_ties_go_to_the_lowest_row(clap):
+def test_ties_go_to_the_lowest_row(clap, signals):
     clips = signals()
     x, y = clips[0:1], clips[1:2]
     scores = score_candidates(clap, audio_of(torch.cat([x, y])), PROMPT)
@@ -273,7 +280,7 @@ def test_ties_go_to_the_lowest_row(clap):
     assert rows_of(best) == [0] and rows_of(ranked) == [0, 1, 2]
 
 
-def test_candidates_are_grouped_by_clip(clap):
+def test_candidates_are_grouped_by_clip(clap, signals):
     clips = signals()
     # guidance-major order, as a batched edit makes it: clip 0 rows 0/2/4, clip 1 rows 1/3/5
     batch = clips[[0, 1, 2, 3, 4, 0]]
@@ -306,7 +313,7 @@ def test_candidates_are_grouped_by_clip(clap):
         select(clap, audio_of(batch, meta=meta3), "", 0.5, audio_of(sources))
 
 
-def test_empty_prompt_uses_the_recorded_target_prompt(clap):
+def test_empty_prompt_uses_the_recorded_target_prompt(clap, signals):
     clips = signals()[:3]
     from_meta = score_candidates(clap, audio_of(clips, meta=row_meta(3, prompt="a cat meowing")), "  ")
     explicit = score_candidates(clap, audio_of(clips), "a cat meowing")
@@ -325,27 +332,27 @@ def test_empty_prompt_uses_the_recorded_target_prompt(clap):
 
 
 # ---------------------------------------------------------------------------------------- bad input
-def _nan_clip() -> torch.Tensor:
+def _nan_clip(signals) -> torch.Tensor:
     clip = signals()[:2].clone()
     clip[1, 0, 100] = float("nan")
     return clip
 
 
 @pytest.mark.parametrize("inputs, name, text", [
-    (lambda c: {"audio": audio_of(torch.zeros(0, 1, RATE))}, "audio", "empty"),
-    (lambda c: {"audio": audio_of(_nan_clip())}, "audio", "NaN"),
-    (lambda c: {"audio": audio_of(signals()[:2], meta=row_meta(3))}, "audio", "list of 2 dicts"),
-    (lambda c: {"audio": audio_of(signals()[:2], meta=[{"clip": "x"}, {"clip": 0}])}, "audio", "clip 'x'"),
-    (lambda c: {"audio": [1, 2]}, "audio", "AUDIO dict"),
-    (lambda c: {"clap": "not a model"}, "clap", "Load CLAP"),
-    (lambda c: {"fidelity_weight": 0.5}, "source_audio", "no source audio is connected"),
-    (lambda c: {"fidelity_weight": -1.0}, "fidelity_weight", ">= 0"),
-    (lambda c: {"fidelity_weight": float("nan")}, "fidelity_weight", ">= 0"),
-    (lambda c: {"source_audio": audio_of(_nan_clip())}, "source_audio", "NaN"),
+    (lambda signals: {"audio": audio_of(torch.zeros(0, 1, RATE))}, "audio", "empty"),
+    (lambda signals: {"audio": audio_of(_nan_clip(signals))}, "audio", "NaN"),
+    (lambda signals: {"audio": audio_of(signals()[:2], meta=row_meta(3))}, "audio", "list of 2 dicts"),
+    (lambda signals: {"audio": audio_of(signals()[:2], meta=[{"clip": "x"}, {"clip": 0}])}, "audio", "clip 'x'"),
+    (lambda signals: {"audio": [1, 2]}, "audio", "AUDIO dict"),
+    (lambda signals: {"clap": "not a model"}, "clap", "Load CLAP"),
+    (lambda signals: {"fidelity_weight": 0.5}, "source_audio", "no source audio is connected"),
+    (lambda signals: {"fidelity_weight": -1.0}, "fidelity_weight", ">= 0"),
+    (lambda signals: {"fidelity_weight": float("nan")}, "fidelity_weight", ">= 0"),
+    (lambda signals: {"source_audio": audio_of(_nan_clip(signals))}, "source_audio", "NaN"),
 ])
-def test_bad_select_inputs_name_node_and_input(clap, inputs, name, text):
+def test_bad_select_inputs_name_node_and_input(clap, signals, inputs, name, text):
     args = {"clap": clap, "audio": audio_of(signals()[:2]), "prompt": PROMPT, "fidelity_weight": 0.0}
-    args.update(inputs(clap))
+    args.update(inputs(signals))
     with pytest.raises(PAEInputError) as info:
         CLAPSelect().run(**args)
     assert str(info.value).startswith(f"PAE_CLAPSelect: input '{name}':")
@@ -383,6 +390,6 @@ def test_bad_load_inputs_name_node_input_and_fix(clap_dirs, tmp_path):
         LoadCLAP().run(model_name=TINY, dtype="fp8")
 
 
-def test_engine_refuses_a_non_scorer_before_any_work():
+def test_engine_refuses_a_non_scorer_before_any_work(signals):
     with pytest.raises(PAEInputError, match="input 'clap'"):
         clap_engine.select_candidates(object(), audio_of(signals()[:1]), PROMPT, None, 0.0)

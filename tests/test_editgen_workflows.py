@@ -34,7 +34,7 @@ def test_editgen_workflow_runs_in_process(tiny_dirs, mode):
 
 
 def test_editgen_workflow_on_a_recording_runs_in_process(tiny_dirs):
-    from tests.conftest import tone, write_with_pyav
+    from tests.helpers import tone, write_with_pyav
 
     write_with_pyav(tiny_dirs["input"] / "example.wav", tone(0.5, 44100, 2), 44100, "wav", "pcm_s16le", "s16")
     graph = load_api_workflow(WORKFLOWS / "editgen_recording_api.json")

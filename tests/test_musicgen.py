@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from prompt_audio_edit.engine.core.errors import PAEInputError
-from prompt_audio_edit.engine.models.musicgen import SamplingSettings, filter_logits, list_musicgen_models, load_musicgen
+from prompt_audio_edit.engine.models.musicgen import (SamplingSettings, filter_logits, list_musicgen_models,
+                                                      load_musicgen)
 from tests.conftest import TINY_MUSICGEN
 
 PROMPTS = ["pop song with drums and bass", "pop song with drums and bass", "jazz piano solo"]

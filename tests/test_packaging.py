@@ -52,6 +52,25 @@ def test_engine_never_imports_comfyui_at_module_level():
             assert not any(n.split(".")[0] in ("comfy", "folder_paths", "server", "nodes") for n in names), path
 
 
+def test_engine_never_imports_the_stand_ins():
+    for path in (ROOT / "engine").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any("standins" in n.split(".") for n in names), path
+
+
+def test_every_package_folder_is_in_the_package_list():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    listed = set(project["tool"]["setuptools"]["packages"])
+    found = {"prompt_audio_edit"} | {
+        ".".join(("prompt_audio_edit",) + init.parent.relative_to(ROOT).parts)
+        for init in ROOT.glob("**/__init__.py")
+        if not {".venv", "tests", "build"} & set(init.relative_to(ROOT).parts)}
+    assert found <= listed, sorted(found - listed)
+    assert all((ROOT / Path(*name.split(".")[1:])).is_dir() for name in listed)
+
+
 @pytest.mark.parametrize("node_id", sorted(NODE_CLASS_MAPPINGS))
 def test_every_node_is_described_and_every_input_has_a_tooltip(node_id):
     cls = NODE_CLASS_MAPPINGS[node_id]

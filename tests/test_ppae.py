@@ -1,4 +1,5 @@
-"""PPAE on tiny AudioLDM2 (ε and v) and tiny Tango (v): inversion round trips, identity edits, batching, interruption, bad input."""
+"""PPAE on tiny AudioLDM2 (ε and v) and tiny Tango (v): inversion round trips, identity edits, batching,
+interruption, bad input."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import torch
 from prompt_audio_edit.engine.core import bridge
 from prompt_audio_edit.engine.backbones import registry as model_registry
 from prompt_audio_edit.engine.attention.alignment import align_tokens, refine_mapping, replace_mapping, token_words
-from prompt_audio_edit.engine.methods.ppae import redenoise
+from prompt_audio_edit.engine.methods.zeta import redenoise
 from prompt_audio_edit.engine.attention.schedule import FusionSchedule
 from prompt_audio_edit.engine.diffusion.inversion import invert
 from prompt_audio_edit.engine.diffusion.vae import vae_encode
 from prompt_audio_edit.nodes import NODE_CLASS_MAPPINGS
-from tests.conftest import TINY_MODEL, TINY_TANGO, TINY_V_MODEL, core_style_audio
+from tests.conftest import TINY_MODEL, TINY_TANGO, TINY_V_MODEL
+from tests.helpers import core_style_audio
 
 Invert = NODE_CLASS_MAPPINGS["PAE_DDIMInvert"]
 Controller = NODE_CLASS_MAPPINGS["PAE_AttentionController"]
@@ -35,15 +37,19 @@ def clip_latent(backbone):
     return vae_encode(backbone, core_style_audio(1.0, 16000, 1))
 
 
-_shared: dict = {}
+@pytest.fixture(scope="module")
+def shared_ddpm():
+    """shared_ddpm(backbone, latent): one DDPM inversion and its plain re-denoise per model, made on first use and
+    reused by this module's tests that only read them."""
+    runs: dict = {}
 
+    def shared(backbone, latent):
+        if backbone.name not in runs:
+            inversion = ddpm(backbone, latent)
+            runs[backbone.name] = inversion, redenoise(backbone, inversion)["samples"]
+        return runs[backbone.name]
 
-def shared_ddpm(backbone, latent):
-    """One DDPM inversion and its plain re-denoise per model, reused by the tests that only read them."""
-    if backbone.name not in _shared:
-        inversion = ddpm(backbone, latent)
-        _shared[backbone.name] = inversion, redenoise(backbone, inversion)["samples"]
-    return _shared[backbone.name]
+    return shared
 
 
 def ddpm(backbone, latent, guidance=3.0, seed=1):
@@ -65,7 +71,7 @@ def fuse(backbone, inversion, spec, scales="3", **kwargs):
 
 
 # ---------------------------------------------------------------------------------------------- inversion
-def test_ddpm_inversion_reproduces_the_latent(backbone, clip_latent):
+def test_ddpm_inversion_reproduces_the_latent(backbone, clip_latent, shared_ddpm):
     x0 = clip_latent["samples"]
     for guidance in (1.0, 3.0):
         inversion = ddpm(backbone, clip_latent, guidance) if guidance != 3.0 else shared_ddpm(backbone, clip_latent)[0]
@@ -77,7 +83,7 @@ def test_ddpm_inversion_reproduces_the_latent(backbone, clip_latent):
         assert (other - x0).abs().max() > 1e-2
 
 
-def test_ddpm_inversion_is_seeded(backbone, clip_latent):
+def test_ddpm_inversion_is_seeded(backbone, clip_latent, shared_ddpm):
     first, again = ddpm(backbone, clip_latent, seed=5), ddpm(backbone, clip_latent, seed=5)
     other, _ = shared_ddpm(backbone, clip_latent)  # seed 1
     assert torch.equal(first.noise, again.noise) and torch.equal(first.start, again.start)
@@ -151,17 +157,18 @@ def test_ddim_inversion_runs_on_the_real_model(backbone, clip_latent):
 
 # ------------------------------------------------------------------------------------------ identity edits
 @pytest.mark.parametrize("mode", ["replace", "refine", "reweight"])
-def test_identity_edit_equals_plain_redenoise(backbone, clip_latent, mode):
+def test_identity_edit_equals_plain_redenoise(backbone, clip_latent, mode, shared_ddpm):
     inversion, plain = shared_ddpm(backbone, clip_latent)
     extra = {"reweight_words": "rain", "reweight_weights": "1"} if mode == "reweight" else {}
     spec = edit(SOURCE, mode, self_window=0.5, self_min_downsampling=1, **extra)
     # Every schedule on the ε model; the v model with the paper's cosine.
-    for schedule in ("cosine", "linear", "exponential", "binary") if backbone.prediction_type == "epsilon" else ("cosine",):
+    schedules = ("cosine", "linear", "exponential", "binary") if backbone.prediction_type == "epsilon" else ("cosine",)
+    for schedule in schedules:
         latent, _ = fuse(backbone, inversion, spec, schedule=schedule, eta_min=0.3)
         assert torch.allclose(latent["samples"], plain, atol=1e-4), (schedule, (latent["samples"] - plain).abs().max())
 
 
-def test_real_edits_change_the_result(backbone, clip_latent):
+def test_real_edits_change_the_result(backbone, clip_latent, shared_ddpm):
     inversion, _ = shared_ddpm(backbone, clip_latent)
     plain = redenoise(backbone, inversion, prompt="a cat meowing in the rain")["samples"]
     replaced, _ = fuse(backbone, inversion, edit("a cat meowing in the rain"))
@@ -172,7 +179,7 @@ def test_real_edits_change_the_result(backbone, clip_latent):
     assert (weighted["samples"] - clip_latent["samples"]).abs().max() > 1e-3
 
 
-def test_words_only_leaves_the_gpt2_stream_alone(backbone, clip_latent):
+def test_words_only_leaves_the_gpt2_stream_alone(backbone, clip_latent, shared_ddpm):
     if len(backbone.text_streams) == 1:
         pytest.skip("Tango has only the word stream")
     inversion, _ = shared_ddpm(backbone, clip_latent)
@@ -182,7 +189,7 @@ def test_words_only_leaves_the_gpt2_stream_alone(backbone, clip_latent):
     assert (every["samples"] - words["samples"]).abs().max() > 1e-4
 
 
-def test_fusion_zero_is_the_unedited_target(backbone, clip_latent):
+def test_fusion_zero_is_the_unedited_target(backbone, clip_latent, shared_ddpm):
     inversion, _ = shared_ddpm(backbone, clip_latent)
     target = "a cat meowing in the rain"
     plain = redenoise(backbone, inversion, prompt=target, guidance=3.0)["samples"]
@@ -246,7 +253,7 @@ def test_refine_alignment_with_inserted_words():
 
 
 # ------------------------------------------------------------------------------------------------ batching
-def test_guidance_scales_in_one_batch_equal_separate_runs(backbone, clip_latent):
+def test_guidance_scales_in_one_batch_equal_separate_runs(backbone, clip_latent, shared_ddpm):
     inversion, _ = shared_ddpm(backbone, clip_latent)
     spec = edit("a cat meowing in the rain")
     batched, _ = fuse(backbone, inversion, spec, scales="2, 5, 9")
@@ -257,7 +264,7 @@ def test_guidance_scales_in_one_batch_equal_separate_runs(backbone, clip_latent)
     assert torch.allclose(batched["samples"], separate, atol=1e-5 * float(scale) + 1e-5)
 
 
-def test_fuser_is_deterministic_and_restores_the_model(backbone, clip_latent):
+def test_fuser_is_deterministic_and_restores_the_model(backbone, clip_latent, shared_ddpm):
     before = {k: type(v) for k, v in backbone.denoiser.attn_processors.items()}
     inversion, _ = shared_ddpm(backbone, clip_latent)
     spec = edit("a cat meowing in the rain", self_window=0.5, self_min_downsampling=1)
@@ -270,7 +277,7 @@ def test_fuser_is_deterministic_and_restores_the_model(backbone, clip_latent):
     assert maps.shape[2] == clip_latent["samples"].shape[2] * 4
 
 
-def test_local_blend_keeps_the_source_outside_the_mask(backbone, clip_latent):
+def test_local_blend_keeps_the_source_outside_the_mask(backbone, clip_latent, shared_ddpm):
     inversion, _ = shared_ddpm(backbone, clip_latent)
     latent, _ = fuse(backbone, inversion, edit("a cat meowing in the rain"), local_blend=0.93, blend_start=0.0)
     # Random weights attend almost uniformly (normalised maps 0.8-1.0), hence the high threshold.
@@ -290,7 +297,7 @@ def test_latent_batch_edits_every_clip(backbone):
 
 
 # ------------------------------------------------------------------------------------------- interruption
-def test_interruption_stops_within_one_step(backbone, clip_latent, monkeypatch):
+def test_interruption_stops_within_one_step(backbone, clip_latent, monkeypatch, shared_ddpm):
     inversion, _ = shared_ddpm(backbone, clip_latent)
     calls = []
     original = type(backbone).predict
@@ -329,14 +336,16 @@ def test_controller_refuses_bad_edits(kwargs, node, name, words):
     assert message.startswith(f"{node}: input '{name}':") and words in message
 
 
-def test_fuser_and_invert_refuse_bad_input(backbone, clip_latent):
+def test_fuser_and_invert_refuse_bad_input(backbone, clip_latent, shared_ddpm):
     with pytest.raises(ValueError, match=r"^PAE_DDIMInvert: input 'source_prompt': describe the clip"):
         Invert().run(model=backbone, latent=clip_latent, source_prompt=" ", steps=STEPS)
     too_long = " ".join(["rain"] * 600)  # past every encoder's limit (CLAP 64 .. Tango's T5 512)
-    with pytest.raises(ValueError, match=r"^PAE_DDIMInvert: input 'source_prompt': .*tokens long but the .* text encoder takes at most"):
+    with pytest.raises(ValueError, match=r"^PAE_DDIMInvert: input 'source_prompt': .*tokens long but the .* text "
+                       r"encoder takes at most"):
         Invert().run(model=backbone, latent=clip_latent, source_prompt=too_long, steps=STEPS)
     inversion, _ = shared_ddpm(backbone, clip_latent)
-    with pytest.raises(ValueError, match=r"^PAE_Fuser: input 'attention_edit': .*tokens long but the .* text encoder takes at most"):
+    with pytest.raises(ValueError, match=r"^PAE_Fuser: input 'attention_edit': .*tokens long but the .* text "
+                       r"encoder takes at most"):
         fuse(backbone, inversion, edit(SOURCE + " " + too_long, "refine"))
     with pytest.raises(ValueError, match=r"^PAE_Fuser: input 'attention_edit': the edit's source prompt"):
         fuse(backbone, inversion, edit("a cat barking in the rain", source="a dog barking in the snow"))
@@ -353,7 +362,7 @@ def test_fuser_and_invert_refuse_bad_input(backbone, clip_latent):
         fuse(other, inversion, edit("a cat barking in the rain"))
 
 
-def test_source_prompt_may_come_from_the_inversion(backbone, clip_latent):
+def test_source_prompt_may_come_from_the_inversion(backbone, clip_latent, shared_ddpm):
     inversion, _ = shared_ddpm(backbone, clip_latent)
     named, _ = fuse(backbone, inversion, edit("a cat meowing in the rain"))
     implied, _ = fuse(backbone, inversion, edit("a cat meowing in the rain", source=""))
@@ -362,7 +371,7 @@ def test_source_prompt_may_come_from_the_inversion(backbone, clip_latent):
         fuse(backbone, inversion, edit("a cat", source=""))
 
 
-def test_no_autograd_graph_even_with_trainable_weights(backbone, clip_latent):
+def test_no_autograd_graph_even_with_trainable_weights(backbone, clip_latent, shared_ddpm):
     # A UNet swapped in with requires_grad (a LoRA, a benchmark) must not make the samplers keep every step's graph.
     inversion, _ = shared_ddpm(backbone, clip_latent)
     weight = next(backbone.denoiser.parameters())

@@ -11,8 +11,8 @@ from prompt_audio_edit import NODE_CLASS_MAPPINGS
 from prompt_audio_edit.engine.core import bridge
 from prompt_audio_edit.engine.io.audio import read_audio
 from prompt_audio_edit.engine.core.errors import PAEInputError
-from prompt_audio_edit.engine.core.files import png_bytes
-from tests.conftest import core_style_audio
+from prompt_audio_edit.engine.io.previews import png_bytes
+from tests.helpers import core_style_audio
 
 
 @pytest.fixture

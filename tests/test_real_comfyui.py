@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from prompt_audio_edit.runner.cli import build_stand_ins, main as pae
+from prompt_audio_edit.runner.cli import main as pae
+from prompt_audio_edit.standins.workflow import build_stand_ins
 from prompt_audio_edit.engine.core import bridge
 from prompt_audio_edit.engine.io.audio import read_audio
-from prompt_audio_edit.standins.audioldm2 import write_demo_clip
+from prompt_audio_edit.standins.common import write_demo_clip
 from tests.fake_comfy import free_port
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,4 +1,5 @@
-"""SAO-Instruct: its checkpoints (diffusers folder, stable-audio-tools layout converted on load) and instruction edits."""
+"""SAO-Instruct: its checkpoints (diffusers folder, stable-audio-tools layout converted on load) and instruction
+edits."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from prompt_audio_edit.engine.methods.instruct import instruct_edit, list_instru
 from prompt_audio_edit.engine.diffusion.vae import vae_decode, vae_encode
 from prompt_audio_edit.nodes.instruct_nodes import InstructEdit, LoadSAOInstruct
 
-from conftest import TINY_MODEL, TINY_SAO, TINY_SAO_INSTRUCT, TINY_SAO_INSTRUCT_SAT
+from tests.conftest import TINY_MODEL, TINY_SAO, TINY_SAO_INSTRUCT, TINY_SAO_INSTRUCT_SAT
+from tests.helpers import audio_clip
 
 RAIN = "add rain in the background"
 
@@ -26,9 +28,7 @@ def instruct(tiny_dirs):
 
 
 def _latent(model, seconds=1.0, clips=1, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return vae_encode(model, {"waveform": 0.3 * torch.randn(clips, 2, int(44100 * seconds), generator=g),
-                              "sample_rate": 44100})
+    return vae_encode(model, audio_clip(seconds, 44100, 2, kind="noise", seed=seed, clips=clips))
 
 
 def test_stable_audio_tools_checkpoint_converts_with_nothing_missing_and_predicts_the_same(tiny_dirs):

@@ -123,7 +123,8 @@ def test_server_address_faults(servers, takes, tmp_path, capsys, fault):
     if fault == "unreachable":
         url, expected = f"http://127.0.0.1:{free_port()}", "cannot reach ComfyUI at http://127.0.0.1:"
     elif fault == "wrong_url":
-        url, expected = servers().url + "/comfy", "answers but is not a ComfyUI server (GET /system_stats gave HTTP 404)"
+        url = servers().url + "/comfy"
+        expected = "answers but is not a ComfyUI server (GET /system_stats gave HTTP 404)"
     else:
         url, expected = "http://:8188", "is not a server address"
     assert run("--server", url, tmp_path=tmp_path) == 2

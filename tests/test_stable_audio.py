@@ -12,14 +12,16 @@ from prompt_audio_edit.engine.backbones import registry as model_registry
 from prompt_audio_edit.engine.attention.control import attention_control
 from prompt_audio_edit.engine.attention.edit import make_attention_edit
 from prompt_audio_edit.engine.core.errors import PAEInputError
-from prompt_audio_edit.engine.methods.ppae import fuse_edit, prompt_edit, redenoise
+from prompt_audio_edit.engine.methods.ppae import fuse_edit
+from prompt_audio_edit.engine.methods.zeta import prompt_edit, redenoise
 from prompt_audio_edit.engine.diffusion.sampling import sample
 from prompt_audio_edit.engine.diffusion.inversion import invert
 from prompt_audio_edit.engine.diffusion.steps import (ddpm_sigma, noise_from_x0, schedule_from_sigmas, solver_step,
                                                split_prediction)
 from prompt_audio_edit.engine.diffusion.vae import vae_decode, vae_encode
 
-from conftest import TINY_SAO, TINY_SAO_SECONDS
+from tests.conftest import TINY_SAO, TINY_SAO_SECONDS
+from tests.helpers import audio_clip
 
 PROMPT = "a dog barking in the rain"
 
@@ -29,26 +31,21 @@ def sao(tiny_dirs):
     return model_registry.load_backbone(TINY_SAO, "fp32")
 
 
-def _clip(seconds: float, rate: int = 44100, channels: int = 2, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    return {"waveform": 0.3 * torch.randn(1, channels, int(seconds * rate), generator=g), "sample_rate": rate}
-
-
 def test_audio_geometry_stereo_mono_and_rates(sao):
     assert (sao.family, sao.sample_rate, sao.channels, sao.latent_channels) == ("stable_audio", 44100, 2, 64)
     assert sao.max_duration_s == pytest.approx(int(TINY_SAO_SECONDS * 44100 / 2048 + 1) * 2048 / 44100)
-    stereo = _clip(1.0)
+    stereo = audio_clip(1.0, 44100, 2, kind="noise")
     latent = vae_encode(sao, stereo)
     assert latent["samples"].shape == (1, 64, math.ceil(44100 / 2048))
     out = vae_decode(sao, latent)
     assert out["waveform"].shape == (1, 2, 44100) and out["sample_rate"] == 44100
     # Mono is duplicated to both channels, exactly as if the stereo file carried it twice.
-    mono = _clip(1.0, channels=1)
+    mono = audio_clip(1.0, 44100, 1, kind="noise")
     doubled = {"waveform": mono["waveform"].repeat(1, 2, 1), "sample_rate": 44100}
     assert torch.equal(vae_encode(sao, mono)["samples"], vae_encode(sao, doubled)["samples"])
     assert vae_decode(sao, vae_encode(sao, mono))["waveform"].shape == (1, 1, 44100)
     # Another rate is resampled in, and decoded back to it at the source length.
-    other = _clip(0.5, rate=22050, channels=1)
+    other = audio_clip(0.5, 22050, 1, kind="noise")
     back = vae_decode(sao, vae_encode(sao, other))
     assert back["sample_rate"] == 22050 and back["waveform"].shape == (1, 1, 11025)
     assert vae_decode(sao, vae_encode(sao, other), "model")["waveform"].shape == (1, 2, 22050)
@@ -147,7 +144,7 @@ def test_dpm_solver_2m_sde_in_vp_form_equals_the_model_scheduler():
 
 
 def test_ddpm_inversion_round_trip_and_zeta_edit_on_the_dit(sao):
-    latent = vae_encode(sao, _clip(1.0))
+    latent = vae_encode(sao, audio_clip(1.0, 44100, 2, kind="noise"))
     inversion = invert(sao, latent, PROMPT, method="ddpm", steps=12, guidance=3.0, edit_start=0.25, seed=1)
     assert inversion.schedule.multistep
     torch.testing.assert_close(redenoise(sao, inversion)["samples"], latent["samples"], rtol=0, atol=2e-5)
@@ -159,7 +156,7 @@ def test_ddpm_inversion_round_trip_and_zeta_edit_on_the_dit(sao):
 
 
 def test_identity_attention_edit_reproduces_the_clip_and_a_swap_changes_it(sao):
-    latent = vae_encode(sao, _clip(1.0, seed=2))
+    latent = vae_encode(sao, audio_clip(1.0, 44100, 2, kind="noise", seed=2))
     inversion = invert(sao, latent, PROMPT, method="ddpm", steps=10, guidance=3.0, edit_start=0.3, seed=0)
     same = make_attention_edit("replace", "", PROMPT, "", "", 1.0, 1.0, "all", 4)
     out, maps = fuse_edit(sao, inversion, same, guidance_scales="3")
@@ -175,7 +172,7 @@ def test_identity_attention_edit_reproduces_the_clip_and_a_swap_changes_it(sao):
 def test_edit_processors_without_an_edit_equal_the_dit_own(sao):
     """The pack's processor (GQA repeat, rotary, timing keys) gives the DiT's own numbers when nothing is edited."""
     from prompt_audio_edit.engine.attention.alignment import TokenMapping
-    from prompt_audio_edit.engine.attention.control import AttentionController, BranchLayout
+    from prompt_audio_edit.engine.attention.control import FusionController, BranchLayout
     from prompt_audio_edit.engine.attention.schedule import FusionSchedule
 
     x = torch.randn(2, 64, 9, generator=torch.Generator().manual_seed(0))
@@ -184,7 +181,7 @@ def test_edit_processors_without_an_edit_equal_the_dit_own(sao):
     edit = make_attention_edit("replace", PROMPT, PROMPT, "", "", 0.0, 0.0, "all", 1)
     length = text.streams["t5"].shape[1]
     eye = TokenMapping(torch.eye(length), torch.zeros(length), torch.ones(length))
-    controller = AttentionController(edit, FusionSchedule(), {"t5": eye}, BranchLayout(1, [1]),
+    controller = FusionController(edit, FusionSchedule(), {"t5": eye}, BranchLayout(1, [1]),
                                      sao.attention_grid(tuple(x.shape)), "t5", query_prefix=1,
                                      single_resolution=True)
     controller.begin_step(0, 1)

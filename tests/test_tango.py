@@ -13,21 +13,19 @@ import torch
 from prompt_audio_edit.engine.core import bridge
 from prompt_audio_edit.engine.backbones import registry as model_registry
 from prompt_audio_edit.engine.backbones import tango as tango_module
-from prompt_audio_edit.standins.tango import build_tiny_tango
+from prompt_audio_edit.engine.backbones import tango_checkpoint
 from prompt_audio_edit.engine.core.errors import PAEInputError
 from prompt_audio_edit.engine.diffusion.vae import vae_decode, vae_encode
-from tests.conftest import core_style_audio
+from tests.conftest import TINY_TANGO
+from tests.helpers import core_style_audio, expect_input_error
 
-TINY = "tiny-tango"
-TINY_TANGO = f"tango/{TINY}"
+TINY = TINY_TANGO.split("/", 1)[1]  # its folder under models/tango/
 
 
 @pytest.fixture(scope="module")
-def tango_root(tmp_path_factory):
-    """A models folder holding one tiny Tango, built once for this module."""
-    root = tmp_path_factory.mktemp("tango_models")
-    build_tiny_tango(root / "tango" / TINY, seed=0)
-    return root
+def tango_root(tiny_models_root):
+    """The session's models folder (conftest's tiny_models_root), which holds the tiny Tango."""
+    return tiny_models_root
 
 
 @pytest.fixture(autouse=True)
@@ -62,13 +60,6 @@ def copy_model(tango_root, tmp_path, name, **ignore):
     return target
 
 
-def load_error(model_name):
-    with pytest.raises(PAEInputError) as caught:
-        model_registry.load_backbone(model_name, "fp32")
-    assert caught.value.input_name == "model_name"
-    return caught.value.message
-
-
 # ---------------------------------------------------------------------------------------------- loading
 def test_folder_is_recognised_and_listed(tango_root):
     assert model_registry.detect_family(tango_root / "tango" / TINY) == "tango"
@@ -95,8 +86,10 @@ def test_released_key_layout_loads_strictly_and_every_weight_arrives(tango, tang
     assert torch.equal(vae_state["decoder.mid_block.attentions.0.to_out.0.weight"],
                        vae_file["decoder.mid.attn_1.proj_out.weight"][:, :, 0, 0])
     # The original counts decoder levels from full resolution; diffusers from the latent.
-    assert torch.equal(vae_state["decoder.up_blocks.0.resnets.1.conv2.weight"], vae_file["decoder.up.2.block.1.conv2.weight"])
-    assert torch.equal(vae_state["decoder.up_blocks.2.resnets.0.norm1.bias"], vae_file["decoder.up.0.block.0.norm1.bias"])
+    assert torch.equal(vae_state["decoder.up_blocks.0.resnets.1.conv2.weight"],
+                       vae_file["decoder.up.2.block.1.conv2.weight"])
+    assert torch.equal(vae_state["decoder.up_blocks.2.resnets.0.norm1.bias"],
+                       vae_file["decoder.up.0.block.0.norm1.bias"])
     assert torch.equal(vae_state["encoder.conv_norm_out.weight"], vae_file["encoder.norm_out.weight"])
     vocoder_state = tango.vocoder.state_dict()
     assert torch.equal(vocoder_state["upsampler.3.weight"], vae_file["vocoder.ups.3.weight"])
@@ -123,7 +116,9 @@ def test_a_renamed_key_is_refused_naming_it(tango_root, tmp_path, file, old, new
     state = torch.load(folder / file, map_location="cpu", weights_only=True)
     state[new] = state.pop(old)
     torch.save(state, folder / file)
-    message = load_error("tango/renamed")
+    err = expect_input_error(model_registry.load_backbone, "tango/renamed", "fp32")
+    assert err.input_name == "model_name"
+    message = err.message
     assert file in message and "download it again" in message
     for text in named:
         assert text in message
@@ -132,13 +127,17 @@ def test_a_renamed_key_is_refused_naming_it(tango_root, tmp_path, file, old, new
 def test_tiny_weights_without_their_configs_are_refused_clearly(tango_root, tmp_path):
     # Without unet_config.json the loader builds the real Tango UNet, which the tiny weights do not fit.
     copy_model(tango_root, tmp_path, "no-configs", skip=("unet_config.json", "t5_config.json"))
-    message = load_error("tango/no-configs")
+    err = expect_input_error(model_registry.load_backbone, "tango/no-configs", "fp32")
+    assert err.input_name == "model_name"
+    message = err.message
     assert "pytorch_model_main.bin" in message and "missing" in message and "UNet" in message
 
 
 def test_missing_tokenizer_says_which_files_and_where(tango_root, tmp_path):
     copy_model(tango_root, tmp_path, "no-tokenizer", skip=("tokenizer.json", "tokenizer_config.json"))
-    message = load_error("tango/no-tokenizer")
+    err = expect_input_error(model_registry.load_backbone, "tango/no-tokenizer", "fp32")
+    assert err.input_name == "model_name"
+    message = err.message
     assert "tokenizer.json" in message and "google/flan-t5-large" in message
 
 
@@ -147,7 +146,9 @@ def test_mustango_is_refused_with_the_reason(tango_root, tmp_path):
     main = json.loads((folder / "main_config.json").read_text())
     main["unet_model_config_path"] = "configs/music_diffusion_model_config.json"  # as Mustango's release has it
     (folder / "main_config.json").write_text(json.dumps(main))
-    assert "Mustango" in load_error("tango/mustango")
+    err = expect_input_error(model_registry.load_backbone, "tango/mustango", "fp32")
+    assert err.input_name == "model_name"
+    assert "Mustango" in err.message
 
 
 def test_weight_normed_vocoder_weights_are_folded(tango_root):
@@ -165,8 +166,8 @@ def test_weight_normed_vocoder_weights_are_folded(tango_root):
         else:
             normed[f"{name}.parametrizations.weight.original0"] = g
             normed[f"{name}.parametrizations.weight.original1"] = v
-    folded = tango_module.vocoder_state_from_original(normed)
-    expected = tango_module.vocoder_state_from_original(plain)
+    folded = tango_checkpoint.vocoder_state_from_original(normed)
+    expected = tango_checkpoint.vocoder_state_from_original(plain)
     assert set(folded) == set(expected)
     assert all(torch.allclose(folded[k], expected[k], atol=1e-6) for k in expected)
 
@@ -278,7 +279,7 @@ def test_cross_attention_sites_of_the_real_tango_unet():
     from diffusers.models.attention_processor import Attention
 
     with torch.device("meta"):
-        unet = UNet2DConditionModel.from_config(tango_module.TANGO_UNET_CONFIG)
+        unet = UNet2DConditionModel.from_config(tango_checkpoint.TANGO_UNET_CONFIG)
     sites = tango_module.cross_attention_sites_of(unet)
     assert len(sites) == 16
     true_cross = {f"{name}.processor" for name, module in unet.named_modules()

@@ -11,7 +11,8 @@ from prompt_audio_edit import NODE_CLASS_MAPPINGS
 from prompt_audio_edit.runner.cli import main as pae
 from prompt_audio_edit.engine.io.audio import read_audio, read_metadata
 from prompt_audio_edit.runner.workflow import CORE_PREVIEW_NODES, WorkflowError, execute_workflow, load_api_workflow
-from tests.conftest import TINY_MODEL, tone, write_with_pyav
+from tests.conftest import TINY_MODEL
+from tests.helpers import tone, write_with_pyav
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 ROUNDTRIP = WORKFLOWS / "api" / "audio_roundtrip_api.json"

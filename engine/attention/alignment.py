@@ -83,11 +83,28 @@ def replace_mapping(source_tokens: list[str], target_tokens: list[str], source_p
         if len(src) == len(tgt):
             mapping[src, tgt] = 1.0
         else:
-            # Each new token takes an equal share of the old word's attention, so the word's total is kept.
-            mapping[torch.tensor(src)[:, None], torch.tensor(tgt)[None, :]] = 1.0 / len(tgt)
+            spread_word(mapping, src, tgt)
     for src, tgt in zip(source_special, target_special):
         mapping[src, tgt] = 1.0
     return mapping
+
+
+def spread_word(mapping: torch.Tensor, source: list[int], target: list[int]) -> None:
+    """Give each of a new word's tokens an equal share of the old word's attention (the word's total is kept)."""
+    mapping[torch.tensor(source)[:, None], torch.tensor(target)[None, :]] = 1.0 / len(target)
+
+
+def swapped_words_mapping(edit: AttentionEdit, source_tokens: list[str], target_tokens: list[str],
+                          length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace on the swapped words only (EditGen): their tokens spread as spread_word; the mask of their columns."""
+    source_spans = token_word_spans(source_tokens, edit.source_prompt)
+    target_spans = token_word_spans(target_tokens, edit.target_prompt)
+    mapping = torch.zeros(length, length)
+    columns = torch.zeros(length, dtype=torch.bool)
+    for word in edit.edited_words()[1]:
+        spread_word(mapping, source_spans[word][1], target_spans[word][1])
+        columns[target_spans[word][1]] = True
+    return mapping, columns
 
 
 def align_tokens(source: list[str], target: list[str]) -> list[int]:
@@ -114,7 +131,8 @@ def align_tokens(source: list[str], target: list[str]) -> list[int]:
     return mapped
 
 
-def refine_mapping(source_tokens: list[str], target_tokens: list[str], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+def refine_mapping(source_tokens: list[str], target_tokens: list[str],
+                   length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Refine's matrix and own-attention mask: aligned target tokens take the source column, new ones keep theirs."""
     mapping = torch.zeros(length, length)
     own = torch.zeros(length)
@@ -161,7 +179,9 @@ def word_stream_mapping(edit: AttentionEdit, source_tokens: list[str], target_to
 
 
 def positional_mapping(real_length: int, length: int) -> TokenMapping:
-    """For a stream without words (AudioLDM2's 8 GPT-2 tokens): the target takes the source's map position by position."""
+    """For a stream without words (AudioLDM2's 8 GPT-2 tokens): the target takes the source's map position by
+    position.
+    """
     from_source = torch.zeros(length, length)
     from_source[range(real_length), range(real_length)] = 1.0
     return TokenMapping(from_source, torch.zeros(length), torch.ones(length))

@@ -56,7 +56,9 @@ class AttentionRecording:
 
 
 def site_grid(latent_grid: tuple[int, int], queries: int) -> tuple[int, int, int]:
-    """Time x frequency shape of a layer's queries and its downsampling: the latent grid halved (rounding up) until it fits."""
+    """Time x frequency shape of a layer's queries and its downsampling: the latent grid halved (rounding up) until
+    it fits.
+    """
     height, width = latent_grid
     downsampling = 1
     while height * width > queries and (height > 1 or width > 1):
@@ -165,7 +167,8 @@ class FusionController:
             return F.interpolate(maps, size=self.latent_grid, mode="bilinear", align_corners=False)[:, 0]
 
         if rec.blend_tokens:
-            picked = torch.stack([probs[rows.index(r), :, rec.blend_tokens[r]].sum(-1) for r in sorted(rec.blend_tokens)])
+            picked = torch.stack([probs[rows.index(r), :, rec.blend_tokens[r]].sum(-1)
+                                  for r in sorted(rec.blend_tokens)])
             maps = on_grid(picked)
             rec.blend_sum = maps if rec.blend_sum is None else rec.blend_sum + maps
             rec.blend_count += 1
@@ -176,7 +179,9 @@ class FusionController:
             rec.preview_count += 1
 
     def blend_masks(self, threshold: float) -> torch.Tensor | None:
-        """Local-blend masks [K, T', F'] for the target branches (P2P's LocalBlend): union of source and target words."""
+        """Local-blend masks [K, T', F'] for the target branches (P2P's LocalBlend): union of source and target
+        words.
+        """
         rec = self.recording
         if rec.blend_sum is None:
             return None

@@ -9,13 +9,15 @@ from typing import Any
 import torch
 
 from ..core.errors import PAEInputError
+from ..core.loading import LoadedModel
 
 
 @dataclass(frozen=True)
 class CrossAttentionSite:
     """One true cross-attention layer: where a word-level edit can act."""
 
-    module_path: str   # the Attention module in the denoiser, e.g. "down_blocks.1.attentions.1.transformer_blocks.0.attn2"
+    # the Attention module in the denoiser, e.g. "down_blocks.1.attentions.1.transformer_blocks.0.attn2"
+    module_path: str
     stream: str        # conditioning stream that feeds its keys, e.g. "gpt2" or "t5"
     key_dim: int       # in_features of its key projection
     heads: int
@@ -75,7 +77,7 @@ class TextConditioning:
         return TextConditioning([q for p in parts for q in p.prompts], streams, masks, tokens)
 
 
-class Backbone(ABC):
+class Backbone(LoadedModel, ABC):
     """A latent audio diffusion model: audio <-> latent, text -> conditioning, one denoising prediction."""
 
     family: str                # "audioldm2", "tango", "stable_audio": latents are exchangeable only within a family
@@ -88,7 +90,6 @@ class Backbone(ABC):
     prediction_type: str       # "epsilon" or "v_prediction"
     text_streams: tuple[str, ...]
     word_stream: str           # the stream whose tokens are words (for word-level edits)
-    managed: Any = None        # set by the loader: moves weights to the compute device on demand
     # A plain model carries no audio prompt; methods.ap_adapter.apply_ap_adapter returns a copy that does.
     audio_prompt: Any = None
     query_prefix: int = 0      # positions the denoiser puts before the latent's own in attention (DiT: 1 global token)
@@ -108,11 +109,6 @@ class Backbone(ABC):
     def dtype(self) -> torch.dtype:
         """The denoiser's weight dtype (a method computes in float32 and casts at the model's door)."""
         return self.denoiser.dtype
-
-    def activate(self) -> None:
-        """Bring the weights to the compute device; samplers call it once per run, before predict()."""
-        if self.managed is not None:
-            self.managed.activate()
 
     @abstractmethod
     def encode_audio(self, waveform: torch.Tensor, sample_rate: int) -> dict[str, Any]:

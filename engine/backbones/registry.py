@@ -6,22 +6,17 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from ..core import bridge
-from .base import Backbone
-from ..core.cache import LoadCache
+from ..core import loading
+from ..core.checkpoints import LIBRARY_WEIGHT_SUFFIXES
 from ..core.errors import PAEInputError
 from ..core.files import read_json_dict
+from .base import Backbone
 
 # Model kinds whose subfolders a loader lists, and the weight files that make a component complete.
 BACKBONE_KINDS = ("diffusers", "tango", "musicgen")
 DIFFUSION_KINDS = ("diffusers", "tango")  # what Load Audio Model lists (MusicGen has its own loader)
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 # Components of a diffusers folder that carry weights (the rest are tokenizers, schedulers, feature extractors).
 _NON_WEIGHT_LIBS = ("Tokenizer", "Scheduler", "FeatureExtractor", "Processor")
-
-_cache: LoadCache[Backbone] = LoadCache()
-
-
 
 
 def detect_family(folder: Path) -> str:
@@ -72,45 +67,32 @@ def missing_components(folder: Path) -> list[str]:
             continue
         if not (sub / "config.json").is_file():
             missing.append(f"{component}/config.json")
-        if not any(f.name.endswith(_WEIGHT_SUFFIXES) for f in sub.iterdir()):
+        if not any(f.name.endswith(LIBRARY_WEIGHT_SUFFIXES) for f in sub.iterdir()):
             missing.append(f"{component}/ weights (*.safetensors or *.bin)")
     return missing
 
 
+def _recognised(folder: Path) -> bool:
+    try:
+        detect_family(folder)
+    except PAEInputError:
+        return False
+    return True
+
+
 def list_models(kinds: tuple[str, ...] = BACKBONE_KINDS) -> list[str]:
     """Recognised model folders as 'kind/name', for a loader's dropdown (cheap: reads small JSON files only)."""
-    names = set()
-    for kind in kinds:
-        for root in bridge.model_folders(kind):
-            if not root.is_dir():
-                continue
-            for entry in sorted(root.iterdir()):
-                if not entry.is_dir() or entry.name.startswith("."):
-                    continue
-                try:
-                    detect_family(entry)
-                except PAEInputError:
-                    continue
-                names.add(f"{kind}/{entry.name}")
-    return sorted(names)
+    return sorted(f"{kind}/{name}" for kind in kinds for name in loading.list_model_folders(kind, _recognised))
 
 
 def find_model_folder(model_name: str) -> Path:
     """Resolve 'kind/name' to a folder inside the registered model folders."""
-    from ..core.files import resolve_inside
-
     kind, _, name = model_name.partition("/")
     if kind not in BACKBONE_KINDS or not name:
         raise PAEInputError("model_name", f"'{model_name}' should read 'kind/name' with kind one of "
                             f"{', '.join(BACKBONE_KINDS)}, e.g. 'diffusers/audioldm2-large'.")
-    roots = bridge.model_folders(kind)
-    for root in roots:
-        folder = resolve_inside(root, name, "model_name", what=f"models/{kind} folder")
-        if folder.is_dir():
-            return folder
-    where = ", ".join(str(r) for r in roots)
-    raise PAEInputError("model_name", f"no model folder '{name}' in {where}; download it there (the README lists "
-                        "where each model goes) and refresh the page.")
+    return loading.find_model(kind, name, "model_name", "download it there (the README lists where each model goes)",
+                               folder=True, label="model folder")
 
 
 def _load_audioldm2(folder: Path, dtype, device) -> Backbone:
@@ -140,7 +122,9 @@ _LOADERS: dict[str, Callable] = {"audioldm2": _load_audioldm2, "tango": _load_ta
 
 
 def load_backbone(model_name: str, dtype_name: str = "auto") -> Backbone:
-    """Load a backbone once per (folder, dtype, device) and share it while in use; inside ComfyUI it is memory-managed."""
+    """Load a backbone once per (folder, dtype, device) and share it while in use; inside ComfyUI it is
+    memory-managed.
+    """
     folder = find_model_folder(model_name)
     family = detect_family(folder)
     if family == "musicgen":
@@ -153,25 +137,11 @@ def load_backbone(model_name: str, dtype_name: str = "auto") -> Backbone:
     if missing:
         raise PAEInputError("model_name", f"'{model_name}' is incomplete, missing: {', '.join(missing)}. "
                             "Download the whole folder again.")
-    device = bridge.torch_device()
-    dtype = bridge.choose_dtype(dtype_name, device)
-    key = (os.path.realpath(folder), str(dtype), str(device))
-
-    def load() -> Backbone:
-        try:
-            backbone = _LOADERS[family](folder, dtype, device)
-        except PAEInputError:
-            raise
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise PAEInputError("model_name", f"could not load '{model_name}' ({exc.__class__.__name__}: "
-                                f"{str(exc)[:300]}); the folder may be damaged or from another version.") from None
-        backbone.managed = bridge.ManagedModel(backbone.modules, device, f"{family}:{folder.name}")
-        return backbone
-
-    return _cache.get_or_load(key, load)
+    return loading.load_model(folder, dtype_name, lambda device, dtype: _LOADERS[family](folder, dtype, device),
+                               label=f"{family}:{folder.name}", input_name="model_name", what=f"'{model_name}'",
+                               fix="the folder may be damaged or from another version.")
 
 
 def clear_cache() -> None:
     """Forget every loaded model (tests; ComfyUI frees memory through its own model management)."""
-    _cache.clear()
-    bridge.free_memory()
+    loading.clear_cache()

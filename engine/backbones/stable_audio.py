@@ -3,7 +3,7 @@
 The DiT is trained in the variance-exploding form x = x0 + σ ε with v-prediction on the input scaled by
 1/√(σ² + 1) (diffusers' CosineDPMSolverMultistepScheduler preconditioning). Written in variance-preserving terms,
 x_vp = x / √(σ² + 1) = √ᾱ x0 + √(1 − ᾱ) ε with ᾱ = 1/(1 + σ²), that is exactly a v-prediction model whose input is
-x_vp at model time t = atan(σ)·2/π. So the pack's DDIM/DDPM formulas (sampling.py) run this model unchanged on
+x_vp at model time t = atan(σ)·2/π. So the pack's DDIM/DDPM formulas (diffusion/steps.py) run this model unchanged on
 its own σ schedule, and inversion, attention edits and sampling work as on the UNet backbones.
 
 Cross-attention keys per row: 128 T5 token states (zero past the prompt, attended, not masked, as released)

@@ -146,7 +146,8 @@ def read_stable_audio_tools(folder: Path) -> tuple[dict[str, Any], dict[str, tor
 
 def split_state(state: dict[str, torch.Tensor], folder: Path) -> dict[str, dict[str, torch.Tensor]]:
     """The state dict's parts by prefix; anything outside the known parts is refused by name."""
-    prefixes = {"dit": "model.model.", "autoencoder": "pretransform.model.", "conditioners": "conditioner.conditioners."}
+    prefixes = {"dit": "model.model.", "autoencoder": "pretransform.model.",
+                "conditioners": "conditioner.conditioners."}
     parts: dict[str, dict[str, torch.Tensor]] = {name: {} for name in prefixes}
     unknown = []
     for key, value in state.items():
@@ -198,11 +199,13 @@ def load_stable_audio_tools_parts(folder: Path, dtype: torch.dtype, text_dim: in
                         num_layers=int(dit_config["depth"]), attention_head_dim=head_dim, num_attention_heads=heads,
                         num_key_value_attention_heads=_kv_width(parts["dit"], cond_dim) // head_dim,
                         out_channels=io_channels,
-                        cross_attention_dim=cond_dim, time_proj_dim=int(parts["dit"]["timestep_features.weight"].numel()) * 2,
+                        cross_attention_dim=cond_dim,
+                        time_proj_dim=int(parts["dit"]["timestep_features.weight"].numel()) * 2,
                         global_states_input_dim=int(dit_config["global_cond_dim"]), cross_attention_input_dim=cond_dim)
         vae_args = dict(encoder_hidden_size=int(encoder["channels"]), downsampling_ratios=list(encoder["strides"]),
                         decoder_channels=int(decoder["channels"]), decoder_input_channels=int(decoder["latent_dim"]),
-                        audio_channels=int(pretransform.get("io_channels", 2)), channel_multiples=list(encoder["c_mults"]),
+                        audio_channels=int(pretransform.get("io_channels", 2)),
+                        channel_multiples=list(encoder["c_mults"]),
                         sampling_rate=int(config["sample_rate"]))
         projection_args = dict(text_encoder_dim=int(text_dim),
                                conditioning_dim=int(_section(model, "conditioning")["cond_dim"]),

@@ -1,1 +1,3 @@
-"""Shared ground of the engine: errors, load caches, LATENT bookkeeping, safe files, checkpoints, model folders and the one bridge to ComfyUI."""
+"""Shared ground of the engine: errors, load caches, LATENT bookkeeping, safe files, checkpoints, model folders and
+the one bridge to ComfyUI.
+"""

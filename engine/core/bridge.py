@@ -88,21 +88,6 @@ def model_folders(kind: str) -> list[Path]:
     return [models_dir() / kind] + [root / kind for root in _extra_model_roots]
 
 
-def find_in_model_folders(kind: str, name: str, input_name: str, hint: str, *, folder: bool,
-                          label: str = "") -> Path:
-    """Resolve a listed model name (a folder, or a file when folder=False) inside every models/<kind>/ root."""
-    from .files import resolve_inside
-
-    roots = model_folders(kind)
-    for root in roots:
-        path = resolve_inside(root, name, input_name, what=f"models/{kind} folder")
-        if (path.is_dir() if folder else path.is_file()):
-            return path
-    what = label or ("folder" if folder else "file")
-    raise PAEInputError(input_name, f"no {what} '{name}' in {', '.join(str(r) for r in roots)}; {hint}, then refresh "
-                        "the page.")
-
-
 def input_directory() -> Path:
     """Folder LoadAudio reads from."""
     if in_comfyui():
@@ -147,7 +132,8 @@ def list_input_files(extensions: Iterable[str]) -> list[str]:
     found = []
     for folder, _dirs, files in os.walk(root):
         for file in files:
-            if file.lower().endswith(exts) and not file.startswith("."):
+            # Regular files only: a FIFO or device named like audio would block the reader.
+            if file.lower().endswith(exts) and not file.startswith(".") and os.path.isfile(os.path.join(folder, file)):
                 found.append(os.path.relpath(os.path.join(folder, file), root).replace(os.sep, "/"))
     return sorted(found)
 

@@ -10,7 +10,10 @@ import torch
 
 from .errors import PAEInputError
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+# Single weight files the pack reads itself (adapters, AudioMAE, converted checkpoints) ...
+CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+# ... and the weight files diffusers' and transformers' from_pretrained read in a model folder.
+LIBRARY_WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
 def read_checkpoint(path: Path, input_name: str, label: str, fix: str, *, allowed_classes: Iterable[type] = ()) -> Any:
@@ -41,10 +44,11 @@ def read_checkpoint(path: Path, input_name: str, label: str, fix: str, *, allowe
         text = str(exc)
         if "Weights only load failed" in text or "Unsupported" in text:
             found = next((line.strip() for line in text.splitlines() if "Unsupported" in line), text[:160])
-            raise PAEInputError(input_name, f"{label} '{path.name}' holds Python objects besides tensors ({found[:200]}); "
-                                "the pack only reads weights (torch.load weights_only) so that a file cannot run code "
-                                f"when loaded; {fix}.") from None
-        raise PAEInputError(input_name, f"{label} '{path.name}' is not a torch checkpoint ({text[:200]}); {fix}.") from None
+            raise PAEInputError(input_name, f"{label} '{path.name}' holds Python objects besides tensors "
+                                f"({found[:200]}); the pack only reads weights (torch.load weights_only) so that a "
+                                f"file cannot run code when loaded; {fix}.") from None
+        raise PAEInputError(input_name, f"{label} '{path.name}' is not a torch checkpoint ({text[:200]}); "
+                                f"{fix}.") from None
     except Exception as exc:  # noqa: BLE001 - truncated or foreign files fail in many ways; all mean the same here
         raise PAEInputError(input_name, f"{label} '{path.name}' is not a torch checkpoint ({exc.__class__.__name__}: "
                             f"{str(exc)[:200]}); {fix}.") from None

@@ -18,7 +18,7 @@ import torch
 from ..core import bridge
 from ..backbones.base import Backbone, refuse_audio_prompt
 from ..core.errors import PAEInputError
-from ..core.checks import check_guidance, check_steps, clean_prompt
+from ..core.checks import check_guidance, check_seed, check_steps, clean_prompt, cpu_generator
 from ..core.latent import latent_info
 from .guidance import encode_prompts, guided_prediction
 from .steps import StepSchedule, ddpm_sigma, noised, solver_step, split_prediction
@@ -88,6 +88,7 @@ def invert(backbone: Backbone, latent: dict[str, Any], prompt: str, *, method: s
         raise PAEInputError("source_prompt", "describe the clip as it is (e.g. 'a dog barking in the rain'); "
                             "the edit swaps words of this description.")
     skip = _check_settings(int(steps), float(edit_start), float(guidance), method)
+    seed = check_seed(seed)
     schedule = backbone.step_schedule(int(steps))
     backbone.activate()
     device = backbone.device
@@ -110,7 +111,7 @@ def invert(backbone: Backbone, latent: dict[str, Any], prompt: str, *, method: s
 
 def _invert_ddpm(backbone, x0, schedule, run, uncond, cond, scales, seed, progress):
     # x_t ~ q(x_t | x_0) drawn independently per step, from a CPU generator so a seed means the same on any device.
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = cpu_generator(seed)
     path = []
     for i in run:
         alpha = schedule.alphas[i]

@@ -16,7 +16,7 @@ from ..core import bridge
 from ..methods.ap_adapter import audio_prompt_attention
 from ..backbones.base import Backbone, TextConditioning
 from ..core.errors import PAEInputError
-from ..core.checks import check_guidance, check_steps, clean_prompt
+from ..core.checks import check_guidance, check_steps, clean_prompt, cpu_generator
 from .guidance import encode_prompts, guided_prediction
 from ..core.latent import latent_info, latent_with_info, make_latent
 from .steps import noised, split_prediction, step_mean
@@ -34,19 +34,19 @@ def _check(backbone: Backbone, steps: int, guidance: float, batch_size: int, sec
         raise PAEInputError("seconds", f"{seconds:g} s: {backbone.family} generates up to "
                             f"{backbone.duration_limit()}.")
     if not 0.0 < denoise <= 1.0:
-        raise PAEInputError("denoise", f"{denoise:g} must be in (0, 1]: 1 generates from noise, lower keeps more of the "
-                            "input latent.")
+        raise PAEInputError("denoise", f"{denoise:g} must be in (0, 1]: 1 generates from noise, lower keeps more of "
+                            "the input latent.")
     total = int(steps / denoise) if has_latent else steps
     if total > 1000:
-        raise PAEInputError("denoise", f"{steps} steps at denoise {denoise:g} need a {total}-step schedule, longer than "
-                            "the model's 1000; raise denoise or lower steps.")
+        raise PAEInputError("denoise", f"{steps} steps at denoise {denoise:g} need a {total}-step schedule, longer "
+                            "than the model's 1000; raise denoise or lower steps.")
     return total
 
 
 def _clip_count(prompt_clips: int, latent_clips: int) -> int:
     if prompt_clips > 1 and latent_clips > 1 and prompt_clips != latent_clips:
-        raise PAEInputError("latent", f"the latent holds {latent_clips} clips but the audio prompt {prompt_clips}; give "
-                            "one of them a single clip, or the same number of clips to pair them.")
+        raise PAEInputError("latent", f"the latent holds {latent_clips} clips but the audio prompt {prompt_clips}; "
+                            "give one of them a single clip, or the same number of clips to pair them.")
     return max(prompt_clips, latent_clips)
 
 
@@ -73,7 +73,7 @@ def sample(backbone: Backbone, positive: str, negative: str = "", *, steps: int 
     else:
         shape = tuple(latent["samples"].shape[1:])
     # One CPU generator for the whole batch: a seed gives the same noise on any device, with or without the adapter.
-    noise = torch.randn((rows, *shape), generator=torch.Generator().manual_seed(int(seed))).to(device)
+    noise = torch.randn((rows, *shape), generator=cpu_generator(seed)).to(device)
     if latent is None or first == 0:
         x = noise
     else:

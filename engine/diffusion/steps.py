@@ -37,6 +37,11 @@ def make_step_schedule(scheduler: Any, steps: int, prediction_type: str) -> Step
         raise ValueError(f"prediction type {prediction_type!r} is not one of {PREDICTION_TYPES}")
     scheduler.set_timesteps(steps)
     timesteps = [int(t) for t in scheduler.timesteps]
+    # steps_offset (1 for AudioLDM2 and Tango) puts the first timestep at T itself in a T-step run, past the trained
+    # range: shift the run down into it (the schedule steps_offset 0 gives).
+    excess = timesteps[0] - (int(scheduler.config.num_train_timesteps) - 1)
+    if excess > 0:
+        timesteps = [t - excess for t in timesteps]
     cumprod = scheduler.alphas_cumprod.double()
     final = float(getattr(scheduler, "final_alpha_cumprod", cumprod[0]))
     stride = scheduler.config.num_train_timesteps // steps

@@ -6,14 +6,12 @@ from typing import Any
 
 import torch
 
-from ..io.audio import check_audio, make_audio, resample, to_channels
+from ..io.audio import CANDIDATES_KEY, check_audio, make_audio, resample, to_channels
 from ..backbones.base import Backbone
 from ..core.errors import PAEInputError
 from ..core.latent import latent_info
 
 DECODE_RATES = ("source", "model")
-# Extra AUDIO key: one dict per batch row {"clip", "guidance", "target_prompt", "source_prompt"}; core nodes ignore it.
-CANDIDATES_KEY = "pae_candidates"
 
 
 def vae_encode(backbone: Backbone, audio: dict[str, Any]) -> dict[str, Any]:
@@ -35,8 +33,7 @@ def vae_decode(backbone: Backbone, latent: dict[str, Any], sample_rate: str = "s
     # soxr rounds the resampled length; the source length is recorded exactly.
     length = info["source_num_samples"]
     waveform = torch.nn.functional.pad(waveform, (0, max(0, length - waveform.shape[-1])))[..., :length]
-    if info["source_channels"] in (1, 2):
-        waveform = to_channels(waveform, info["source_channels"])
+    waveform = to_channels(waveform, max(1, int(info["source_channels"])))
     return _with_candidates(make_audio(waveform, rate), info)
 
 

@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..core.checks import MAX_AUDIO_BYTES, MAX_SAMPLE_RATE
 from ..core.errors import PAEInputError
 from ..core.files import atomic_write_bytes
+
+log = logging.getLogger(__name__)
 
 # Extensions the loader lists; PyAV reads more, but these are the ones users drop into ComfyUI.
 READ_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".mp4", ".webm", ".aiff", ".aif")
 WRITE_FORMATS = ("wav", "flac", "mp3")
 MP3_QUALITIES = ("V0", "128k", "320k")
+MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)  # what LAME encodes
+_SEEK_PREROLL_S = 1.0
+# Extra AUDIO key: one dict per batch row {"clip", "guidance", "target_prompt", "source_prompt"}; core nodes ignore it.
+CANDIDATES_KEY = "pae_candidates"
 
 # (container format, codec) per written format; wav is 16-bit PCM unless float output is asked for.
 _ENCODERS = {"wav": ("wav", "pcm_s16le"), "flac": ("flac", "flac"), "mp3": ("mp3", "libmp3lame")}
@@ -43,18 +52,23 @@ def check_audio(audio: Any, input_name: str = "audio", *, allow_empty: bool = Fa
     elif waveform.dim() == 2:
         waveform = waveform[None]
     if waveform.dim() != 3:
-        raise PAEInputError(input_name, f"waveform must be [batch, channels, samples], got shape {tuple(waveform.shape)}.")
+        raise PAEInputError(input_name, "waveform must be [batch, channels, samples], got shape "
+                                f"{tuple(waveform.shape)}.")
     if not waveform.dtype.is_floating_point:
         waveform = _pcm_to_float(waveform)
     waveform = waveform.to(torch.float32)
-    sample_rate = int(audio["sample_rate"])
-    if sample_rate <= 0:
-        raise PAEInputError(input_name, f"sample rate must be positive, got {sample_rate}.")
+    try:
+        sample_rate = int(audio["sample_rate"])
+    except (TypeError, ValueError, OverflowError):
+        raise PAEInputError(input_name, f"sample rate must be a whole number, got {audio['sample_rate']!r}.") from None
+    if not 0 < sample_rate <= MAX_SAMPLE_RATE:
+        raise PAEInputError(input_name, f"sample rate must be 1..{MAX_SAMPLE_RATE} Hz, got {sample_rate}.")
     if not allow_empty and (waveform.shape[-1] == 0 or waveform.shape[0] == 0 or waveform.shape[1] == 0):
-        raise PAEInputError(input_name, "the audio is empty (zero samples); load a longer clip or check the trim settings.")
+        raise PAEInputError(input_name, "the audio is empty (zero samples); load a longer clip or check the trim "
+                                "settings.")
     if not torch.isfinite(waveform).all():
-        raise PAEInputError(input_name, "the waveform contains NaN or infinite samples; check the node that produced it "
-                            "(a diverged edit or a broken file).")
+        raise PAEInputError(input_name, "the waveform contains NaN or infinite samples; check the node that produced "
+                            "it (a diverged edit or a broken file).")
     return waveform, sample_rate
 
 
@@ -69,42 +83,121 @@ def _pcm_to_float(waveform: torch.Tensor) -> torch.Tensor:
 
 
 def read_audio(path: str | os.PathLike, *, start_s: float = 0.0, duration_s: float | None = None,
-               input_name: str = "audio") -> dict[str, Any]:
-    """Decode the first audio stream of a file into an AUDIO dict, any channel count or sample format."""
+               input_name: str = "audio", max_bytes: int = MAX_AUDIO_BYTES) -> dict[str, Any]:
+    """Decode [start, start + duration) of a file's first audio stream into an AUDIO dict, any channel count or
+    sample format; only that range is decoded (the file is sought to start) and at most max_bytes of float32 kept."""
     import av  # deferred: PyAV pulls in FFmpeg's libraries
 
     path = Path(path)
     if not path.is_file():
         raise PAEInputError(input_name, f"file not found: '{path.name}'. Put it in the input folder or upload it.")
+    start_s = check_seconds(start_s, "start")
+    duration_s = None if duration_s is None else check_seconds(duration_s, "duration")
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
                 raise PAEInputError(input_name, f"'{path.name}' has no audio stream.")
             stream = container.streams.audio[0]
             rate = stream.codec_context.sample_rate
-            # Convert every sample format (s16, s32, u8, planar or packed) to float planar at the same rate.
-            converter = av.AudioResampler(format="fltp", rate=rate)
-            chunks = []
-            for frame in container.decode(stream):
-                for converted in converter.resample(frame):
-                    chunks.append(converted.to_ndarray())
-            for converted in converter.resample(None):
-                chunks.append(converted.to_ndarray())
+            if not rate:
+                raise PAEInputError(input_name, f"'{path.name}' contains no audio samples (zero length).")
+            decoded = _decode_range(container, stream, rate, start_s, duration_s, path.name, max_bytes)
     except PAEInputError:
         raise
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
         raise PAEInputError(input_name, f"'{path.name}' could not be decoded as audio ({exc.__class__.__name__}: "
                             f"{exc}). Is it really an audio file?") from None
-    if not chunks or not rate:
+    if decoded is None:
         raise PAEInputError(input_name, f"'{path.name}' contains no audio samples (zero length).")
-    data = np.concatenate(chunks, axis=1)  # planar float: [channels, samples]
-    waveform = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))[None]
-    audio = make_audio(waveform, rate)
-    if start_s or duration_s is not None:
-        audio = trim(audio, start_s, duration_s)
-    if audio["waveform"].shape[-1] == 0:
+    data, total = decoded
+    first = int(round(start_s * rate))
+    if first > 0 and data.shape[1] == 0:
+        raise PAEInputError("start", f"start {start_s:.3f} s is past the end of the clip ({total / rate:.3f} s).")
+    if data.shape[1] == 0:
         raise PAEInputError(input_name, f"'{path.name}' contains no audio samples (zero length).")
-    return audio
+    return make_audio(torch.from_numpy(data)[None], rate)
+
+
+def check_seconds(value: Any, input_name: str) -> float:
+    """A time in seconds: a finite number >= 0 (NaN and infinity come through --set and API prompts)."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise PAEInputError(input_name, f"'{value}' is not a number of seconds.") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise PAEInputError(input_name, f"must be a finite number of seconds >= 0, got {value}.")
+    return seconds
+
+
+def _decode_range(container: Any, stream: Any, rate: int, start_s: float, duration_s: float | None, name: str,
+                  max_bytes: int, seek: bool = True) -> tuple[np.ndarray, int] | None:
+    """[channels, samples] float32 of [start, start + duration) and the last decoded position (samples); None when
+    the stream holds no frame. Frames are converted to packed float: planar ndarray views of 8+ channels read past
+    PyAV 18's frame and crash the process."""
+    import av
+
+    first = int(round(start_s * rate))
+    wanted = None if not duration_s else int(round(duration_s * rate))
+    if wanted == 0:
+        raise PAEInputError("duration", f"duration {duration_s} s selects no samples.")
+    position = None
+    seek = seek and first > 0 and bool(stream.time_base)
+    origin = stream.start_time or 0  # timestamps count from here (mp3: the encoder delay FFmpeg drops)
+    if seek:
+        try:
+            # Seek a little early: decoders that overlap frames (mp3, aac, opus) need the frames before to be exact.
+            target = max(0.0, start_s - _SEEK_PREROLL_S)
+            container.seek(origin + int(target / stream.time_base), stream=stream, backward=True, any_frame=False)
+        except av.error.FFmpegError:
+            container.seek(0)
+    converter = av.AudioResampler(format="flt", rate=rate)
+    chunks, kept, channels = [], 0, None
+
+    def take(frames: list[Any]) -> bool:
+        nonlocal position, kept, channels
+        for converted in frames:
+            count = converted.samples
+            channels = channels or len(converted.layout.channels)
+            raw = np.frombuffer(bytes(converted.planes[0]), dtype=np.float32, count=count * channels)
+            lo = max(first - position, 0)
+            hi = count if wanted is None else min(count, first + wanted - position)
+            if hi > lo:
+                kept += (hi - lo) * channels * 4
+                if kept > max_bytes:
+                    raise PAEInputError("duration", f"'{name}' decodes to more than {max_bytes / 2 ** 30:g} GiB from "
+                                        f"{start_s:g} s on; load a part of it with start and duration (at most "
+                                        f"{max_bytes / (4 * channels * rate) / 60:.0f} min of this file at a time).")
+                chunks.append(raw.reshape(count, channels)[lo:hi].T)
+            position += count
+            if wanted is not None and position >= first + wanted:
+                return False
+        return True
+
+    for frame in container.decode(stream):
+        if position is None:
+            # After a seek the first frame may start before the target; its timestamp says where it is.
+            position = 0
+            if seek:
+                if frame.pts is None or not frame.time_base:  # no timestamps to place the frame: read from the start
+                    container.seek(0)
+                    return _decode_range(container, stream, rate, start_s, duration_s, name, max_bytes, seek=False)
+                position = int(round(float((frame.pts - origin) * frame.time_base) * rate))
+            if position > first:  # the demuxer seeked past the target: read from the start instead
+                container.seek(0)
+                return _decode_range(container, stream, rate, start_s, duration_s, name, max_bytes, seek=False)
+        if not take(converter.resample(frame)):
+            break
+    else:
+        if position is None and seek:  # nothing after the seek point: read from the start to learn the length
+            container.seek(0)
+            return _decode_range(container, stream, rate, start_s, duration_s, name, max_bytes, seek=False)
+        if position is None:
+            return None
+        take(converter.resample(None))
+    if position is None:
+        return None
+    data = np.concatenate(chunks, axis=1) if chunks else np.zeros((channels or 1, 0), dtype=np.float32)
+    return np.ascontiguousarray(data, dtype=np.float32), position
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -139,13 +232,24 @@ def encode_audio(waveform: torch.Tensor, sample_rate: int, fmt: str, *, metadata
     channels = waveform.shape[0]
     if channels > 2 and fmt == "mp3":
         raise PAEInputError("format", f"mp3 holds at most 2 channels, the audio has {channels}; use wav or flac.")
+    if channels > 8 and fmt == "flac":
+        raise PAEInputError("format", f"flac holds at most 8 channels, the audio has {channels}; use wav.")
+    if fmt == "mp3" and int(sample_rate) not in MP3_RATES:
+        rate = min((r for r in MP3_RATES if r >= int(sample_rate)), default=MP3_RATES[-1])
+        log.warning("Prompt Audio Edit: mp3 cannot hold %d Hz; the clip is resampled to %d Hz for it",
+                    int(sample_rate), rate)
+        waveform, sample_rate = resample(waveform, int(sample_rate), rate), rate
     container_fmt, codec = _ENCODERS[fmt]
     layout = {1: "mono", 2: "stereo"}.get(channels, f"{channels}c")
+    tags = dict(metadata or {})
+    if fmt == "wav" and tags:
+        tags = {_WAV_METADATA_KEY: json.dumps(tags)}
+    try:
+        av.AudioLayout(layout)
+    except ValueError:  # FFmpeg names layouts up to 8 channels (and 16); wav takes any count
+        return _pcm_wav_bytes(waveform, int(sample_rate), tags.get(_WAV_METADATA_KEY, ""))
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format=container_fmt) as container:
-        tags = dict(metadata or {})
-        if fmt == "wav" and tags:
-            tags = {_WAV_METADATA_KEY: json.dumps(tags)}
         for key, value in tags.items():
             container.metadata[key] = value
         stream = container.add_stream(codec, rate=int(sample_rate), layout=layout)
@@ -161,6 +265,24 @@ def encode_audio(waveform: torch.Tensor, sample_rate: int, fmt: str, *, metadata
         container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     return buffer.getvalue()
+
+
+def _pcm_wav_bytes(waveform: torch.Tensor, sample_rate: int, comment: str) -> bytes:
+    """16-bit PCM WAV of any channel count, written directly (RIFF: fmt, LIST/INFO with ICMT as FFmpeg writes the
+    comment tag, data), for channel counts FFmpeg has no layout for."""
+    channels = waveform.shape[0]
+    samples = np.round(waveform.detach().to(torch.float32).clamp(-1.0, 1.0).cpu().numpy().T * 32767.0)
+    data = samples.astype("<i2").tobytes()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return kind + struct.pack("<I", len(body)) + body + (b"\x00" if len(body) % 2 else b"")
+
+    fmt = struct.pack("<HHIIHH", 1, channels, sample_rate, sample_rate * channels * 2, channels * 2, 16)
+    body = b"WAVE" + chunk(b"fmt ", fmt)
+    if comment:
+        body += chunk(b"LIST", b"INFO" + chunk(b"ICMT", comment.encode("utf-8") + b"\x00"))
+    body += chunk(b"data", data)
+    return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
 def write_audio(path: str | os.PathLike, waveform: torch.Tensor, sample_rate: int, fmt: str, *,
@@ -184,7 +306,10 @@ def resample(waveform: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tens
 
 
 def to_channels(waveform: torch.Tensor, channels: int) -> torch.Tensor:
-    """Convert [B, C, T] to 1 or 2 channels: mono is the channel mean; stereo duplicates mono or keeps the front pair."""
+    """Convert [B, C, T] to `channels`: mono is the channel mean; stereo duplicates mono or keeps the front pair;
+    more channels (a model's mono or stereo output back in a 5.1 / 7.1 / n-channel clip's format) put the model's
+    channels first and the mono mix on the rest.
+    """
     have = waveform.shape[1]
     if have == channels:
         return waveform
@@ -196,7 +321,10 @@ def to_channels(waveform: torch.Tensor, channels: int) -> torch.Tensor:
         # FFmpeg's standard layouts put front-left, front-right, front-centre first; fold the centre in at -3 dB.
         centre = waveform[:, 2:3] * math.sqrt(0.5)
         return waveform[:, :2] + centre
-    raise PAEInputError("channels", f"can convert only to 1 (mono) or 2 (stereo) channels, not {channels}.")
+    if channels > 2 and have <= 2:
+        rest = waveform.mean(dim=1, keepdim=True).expand(-1, channels - 2, -1)
+        return torch.cat([to_channels(waveform, 2), rest], dim=1)
+    raise PAEInputError("channels", f"can convert {have} channels only to 1 (mono) or 2 (stereo), not {channels}.")
 
 
 def trim(audio: dict[str, Any], start_s: float = 0.0, duration_s: float | None = None, *,
@@ -220,31 +348,3 @@ def peak_normalise(waveform: torch.Tensor, peak: float) -> tuple[torch.Tensor, t
     current = waveform.abs().amax(dim=(1, 2), keepdim=True)
     gain = torch.where(current > 1e-8, current / peak, torch.ones_like(current))
     return waveform / gain, gain.flatten()
-
-
-# Five anchor colours of a perceptual dark-to-bright map (magma-like), interpolated linearly.
-_COLOURMAP = np.array([[0.0, 0.0, 0.02], [0.23, 0.06, 0.44], [0.55, 0.16, 0.51], [0.92, 0.37, 0.33],
-                       [0.99, 0.99, 0.75]], dtype=np.float32)
-
-
-def spectrogram_image(waveform: torch.Tensor, sample_rate: int, *, height: int = 256, max_width: int = 1024,
-                      dynamic_range_db: float = 80.0) -> torch.Tensor:
-    """Log-magnitude spectrogram of a clip [C, T] as an IMAGE tensor [H, W, 3] in [0, 1], time across, frequency up."""
-    mono = waveform.detach().to(torch.float32).cpu().mean(dim=0)
-    n_fft = 2 * (height - 1)
-    if mono.numel() < n_fft:
-        mono = torch.nn.functional.pad(mono, (0, n_fft - mono.numel()))
-    hop = max(n_fft // 4, math.ceil(mono.numel() / max_width))
-    spec = torch.stft(mono, n_fft=n_fft, hop_length=hop, window=torch.hann_window(n_fft), return_complex=True).abs()
-    db = 20.0 * torch.log10(spec.clamp_min(1e-10))
-    db = (db - db.max()).clamp_min(-dynamic_range_db) / dynamic_range_db + 1.0  # 0 = floor, 1 = loudest
-    return colourise(db.flip(0))  # low frequencies at the bottom
-
-
-def colourise(values: torch.Tensor) -> torch.Tensor:
-    """Map values in [0, 1] ([H, W]) through the pack's colour map to an IMAGE tensor [H, W, 3]."""
-    position = values.detach().float().cpu().clamp(0.0, 1.0).numpy() * (len(_COLOURMAP) - 1)
-    low = np.clip(np.floor(position).astype(int), 0, len(_COLOURMAP) - 2)
-    frac = (position - low)[..., None]
-    rgb = _COLOURMAP[low] * (1.0 - frac) + _COLOURMAP[low + 1] * frac
-    return torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32))

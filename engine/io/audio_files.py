@@ -7,10 +7,10 @@ from typing import Any, Sequence
 import torch
 
 from ..core import bridge
-from .audio import (WRITE_FORMATS, check_audio, encode_audio, make_audio, read_audio, resample,
-                    spectrogram_image, to_channels)
+from .audio import WRITE_FORMATS, check_audio, encode_audio, make_audio, read_audio, resample, to_channels
 from ..core.errors import PAEInputError
-from ..core.files import atomic_write_bytes, numbered_output_paths, png_bytes
+from ..core.files import save_numbered
+from .previews import png_bytes, spectrogram_image
 
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 4000, 192000
 
@@ -41,11 +41,8 @@ def save_audio_files(audio: dict[str, Any], filename_prefix: str, fmt: str, *, m
     root = output_dir or bridge.output_directory()
     # Encode everything first: a bad clip stops the node before any file is written.
     encoded = [encode_audio(clip, rate, fmt, metadata=metadata, mp3_quality=mp3_quality) for clip in waveform]
-    paths, subfolder = numbered_output_paths(root, filename_prefix, fmt, len(encoded))
-    results = []
-    for path, data in zip(paths, encoded):
-        atomic_write_bytes(path, data)
-        results.append({"filename": path.name, "subfolder": subfolder, "type": folder_type})
+    paths, subfolder = save_numbered(root, filename_prefix, fmt, encoded)
+    results = [{"filename": path.name, "subfolder": subfolder, "type": folder_type} for path in paths]
     spectrograms = torch.stack([spectrogram_image(clip, rate) for clip in waveform])
     return results, spectrograms
 
@@ -54,10 +51,9 @@ def write_image_previews(images: Sequence[torch.Tensor], filename_prefix: str) -
     """Write images [H, W, 3] in [0, 1] (an IMAGE batch or a list) as PNGs into the temp folder, for a node's
     image preview in the browser."""
     root = bridge.temp_directory()
-    paths, subfolder = numbered_output_paths(root, filename_prefix, "png", len(images))
-    for path, image in zip(paths, images):
-        pixels = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-        atomic_write_bytes(path, png_bytes(pixels))
+    pictures = [png_bytes((image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
+                for image in images]
+    paths, subfolder = save_numbered(root, filename_prefix, "png", pictures)
     return [{"filename": path.name, "subfolder": subfolder, "type": "temp"} for path in paths]
 
 

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from ..attention.processors import close_attention, open_attention, processors_installed, project_keys
-from ..models.audiomae import AudioPromptEncoder, check_pooling_rate, find_weight_file, load_audio_encoder
+from ..models.audiomae import AudioPromptEncoder, check_pooling_rate, load_audio_encoder
 from ..backbones.base import Backbone, CrossAttentionSite, TextConditioning
-from ..core.cache import LoadCache
+from ..core import loading
 from ..core.checkpoints import key_report, read_checkpoint, tensor_dict
 from ..core.errors import PAEInputError
 from ..core.checks import clean_prompt
@@ -91,12 +91,9 @@ def parse_adapter_state(state: dict[str, torch.Tensor], label: str) -> dict[str,
     return result
 
 
-_weights_cache: "LoadCache[AdapterWeights]" = LoadCache()
-
-
 def load_ap_adapter(adapter_name: str, audio_encoder: str, dtype_name: str = "auto") -> APAdapter:
     """Load the adapter file from models/ap_adapter/ and AudioMAE from models/audio_encoders/ (each once, shared)."""
-    path = find_weight_file("ap_adapter", adapter_name, "adapter_name", DOWNLOAD_HINT)
+    path = loading.find_model("ap_adapter", adapter_name, "adapter_name", DOWNLOAD_HINT, folder=False)
 
     def load() -> AdapterWeights:
         label = f"the adapter file '{adapter_name}'"
@@ -104,13 +101,13 @@ def load_ap_adapter(adapter_name: str, audio_encoder: str, dtype_name: str = "au
                             DOWNLOAD_HINT)
         return AdapterWeights(Path(adapter_name).stem, path, parse_adapter_state(state, label))
 
-    weights = _weights_cache.get_or_load(os.path.realpath(path), load)
+    weights = loading.cached(os.path.realpath(path), load)
     return APAdapter(weights, load_audio_encoder(audio_encoder, dtype_name))
 
 
 def clear_cache() -> None:
     """Forget every loaded adapter file (tests)."""
-    _weights_cache.clear()
+    loading.clear_cache()
 
 
 # --------------------------------------------------------------------------------------- the layers
@@ -211,7 +208,8 @@ def apply_ap_adapter(backbone: Backbone, adapter: Any, audio: Any, scale: float 
 class AudioPromptProcessor:
     """Decoupled cross-attention: the text keys with the layer's projections plus α x the audio tokens' attention."""
 
-    def __init__(self, to_k_ip: torch.Tensor, to_v_ip: torch.Tensor, audio_tokens: int, control: "AudioPromptController"):
+    def __init__(self, to_k_ip: torch.Tensor, to_v_ip: torch.Tensor, audio_tokens: int,
+                 control: "AudioPromptController"):
         self.to_k_ip = to_k_ip
         self.to_v_ip = to_v_ip
         self.audio_tokens = audio_tokens

@@ -20,9 +20,10 @@ from typing import Any
 
 import torch
 
-from ..attention.alignment import align_tokens, reweight_factors, token_word_spans
+from ..attention.alignment import refine_mapping, reweight_factors, swapped_words_mapping, token_word_spans
 from ..attention.edit import AttentionEdit, find_phrase, prompt_words
 from ..io.audio import check_audio
+from ..io.previews import word_strip_images
 from ..core.errors import PAEInputError
 from ..models.musicgen import MusicGen, SamplingSettings
 from ..models.musicgen_attention import DecoderAttentionSite, decoder_attention_control
@@ -66,22 +67,13 @@ class EditGenController:
         self.target_tokens = target_tokens
         length = key_length
         self.mapping = torch.zeros(length, length)
-        blended = torch.zeros(length, dtype=torch.bool)
+        self.blended = torch.zeros(length, dtype=torch.bool)  # target columns that take the source's attention
         if edit.mode == "replace":
-            source_spans = token_word_spans(source_tokens, edit.source_prompt)
-            target_spans = token_word_spans(target_tokens, edit.target_prompt)
-            _, changed = edit.edited_words()
-            for word in changed:
-                src, tgt = source_spans[word][1], target_spans[word][1]
-                # Each target token takes the source word's attention, spread evenly (the word's total is kept).
-                self.mapping[torch.tensor(src)[:, None], torch.tensor(tgt)[None, :]] = 1.0 / len(tgt)
-                blended[tgt] = True
+            self.mapping, self.blended = swapped_words_mapping(edit, source_tokens, target_tokens, length)
         elif edit.mode == "refine":
-            for j, i in enumerate(align_tokens(source_tokens, target_tokens)):
-                if i >= 0:
-                    self.mapping[i, j] = 1.0
-                    blended[j] = True
-        self.blended = blended
+            self.mapping, own = refine_mapping(source_tokens, target_tokens, length)
+            self.blended = own == 0
+            self.blended[len(target_tokens):] = False
         self.weights = self._reweight(target_tokens, length)
 
     def _reweight(self, tokens: list[str], length: int) -> torch.Tensor:
@@ -165,8 +157,9 @@ def check_editgen_settings(settings: EditGenSettings, layers: int, heads: int) -
             raise PAEInputError(name, f"{sorted(chosen)}: this model has {name} 0..{count - 1}.")
 
 
-def parse_indices(text: str, input_name: str) -> frozenset[int] | None:
-    """'all' or '' -> None; '0, 2-4' -> {0, 2, 3, 4}."""
+def parse_indices(text: str, input_name: str, count: int | None = None) -> frozenset[int] | None:
+    """'all' or '' -> None; '0, 2-4' -> {0, 2, 3, 4}; with count, every index and range is checked against
+    0..count-1 before it is expanded (a mistyped '0-30000000' is refused, not built)."""
     text = str(text).strip().lower()
     if text in ("", "all"):
         return None
@@ -174,11 +167,15 @@ def parse_indices(text: str, input_name: str) -> frozenset[int] | None:
     try:
         for part in text.replace(";", ",").split(","):
             part = part.strip()
-            if "-" in part:
-                low, high = (int(p) for p in part.split("-", 1))
-                chosen.update(range(low, high + 1))
-            elif part:
-                chosen.add(int(part))
+            if not part:
+                continue
+            low, high = (int(p) for p in part.split("-", 1)) if "-" in part[1:] else (int(part), int(part))
+            if count is not None and not 0 <= low <= high < count:
+                raise PAEInputError(input_name, f"'{part}': this model has {input_name} 0..{count - 1}.")
+            if high - low > 10_000:
+                raise PAEInputError(input_name, f"'{part}' spans {high - low + 1} indices; give the ones the model "
+                                    "has.")
+            chosen.update(range(low, high + 1))
     except ValueError:
         raise PAEInputError(input_name, f"'{text}' is not 'all' or a list of numbers such as '0, 2-4'.") from None
     return frozenset(chosen)
@@ -218,33 +215,27 @@ def edit_music(musicgen: MusicGen, edit: Any, settings: EditGenSettings, *, seco
 
 def word_attention_images(controller: EditGenController) -> torch.Tensor:
     """Per-word cross-attention of the target over time as an IMAGE batch [words, 48, min(steps x 4, 1024), 3]."""
-    from ..io.audio import colourise
-
     per_step = controller.recording.per_step
     if not per_step:
-        return torch.zeros(1, 48, 64, 3)
+        return word_strip_images([])
     steps = torch.stack([per_step[i] for i in sorted(per_step)])  # [steps, keys]
-    images = []
-    for _, positions in token_word_spans(controller.target_tokens, controller.spec.target_prompt):
-        curve = steps[:, positions].sum(dim=-1)
-        curve = curve / curve.max().clamp_min(1e-12)
-        width = min(curve.numel() * 4, 1024)  # long runs are averaged down to 1024 columns
-        strip = torch.nn.functional.interpolate(curve[None, None], size=width, mode="linear" if width < curve.numel()
-                                                else "nearest")[0, 0]
-        images.append(colourise(strip[None].expand(48, -1)))
-    return torch.stack(images)
+    spans = token_word_spans(controller.target_tokens, controller.spec.target_prompt)
+    return word_strip_images([steps[:, positions].sum(dim=-1) for _, positions in spans])
 
 
 def musicgen_edit(musicgen: Any, edit: Any, *, seed: int = 0, duration: float = 10.0, guidance: float = 3.0,
                   top_k: int = 250, top_p: float = 0.0, temperature: float = 1.0, blend: float = 1.0,
                   reweight_form: str = "scale", depth_blend: bool = True, offset: float = 0.0, layers: str = "all",
-                  heads: str = "all", source_audio: dict[str, Any] | None = None) -> tuple[dict[str, Any], torch.Tensor]:
+                  heads: str = "all",
+                  source_audio: dict[str, Any] | None = None) -> tuple[dict[str, Any], torch.Tensor]:
     """The MusicGen Edit node: [source, edited] per clip as an AUDIO batch, and the (first) target's per-word maps."""
     if not isinstance(musicgen, MusicGen):
         raise PAEInputError("musicgen", "expected the output of Load MusicGen.")
+    decoder = musicgen.model.decoder.config
     settings = EditGenSettings(blend=float(blend), reweight_form=reweight_form, depth_blend=bool(depth_blend),
-                               offset=float(offset), layers=parse_indices(layers, "layers"),
-                               heads=parse_indices(heads, "heads"))
+                               offset=float(offset),
+                               layers=parse_indices(layers, "layers", int(decoder.num_hidden_layers)),
+                               heads=parse_indices(heads, "heads", int(decoder.num_attention_heads)))
     sampling = SamplingSettings(guidance=float(guidance), top_k=int(top_k), top_p=float(top_p),
                                 temperature=float(temperature))
     if source_audio is None:

@@ -16,7 +16,7 @@ import torch
 from ..core import bridge
 from ..backbones.base import Backbone
 from ..core.errors import PAEInputError
-from ..core.checks import check_guidance, check_steps, clean_prompt
+from ..core.checks import check_guidance, check_seed, check_steps, clean_prompt, cpu_generator
 from ..diffusion.guidance import encode_prompts, guided_prediction
 from ..core.latent import latent_info, latent_with_info
 from ..diffusion.steps import ddpm_sigma, noised, solver_step
@@ -104,6 +104,7 @@ def instruct_edit(backbone: Any, latent: dict[str, Any], instruction: str, *, ne
     backbone = instruct_model(backbone)
     info = latent_info(latent, backbone.family, backbone.latent_channels)
     instructions = parse_instructions(instruction)
+    seed = check_seed(seed)
     clips = latent["samples"].shape[0]
     plan = [(c, i, k) for c in range(clips) for i in range(len(instructions)) for k in range(int(batch_size))]
     _check(backbone, int(steps), float(guidance), float(noise_level), int(batch_size), len(plan))
@@ -128,7 +129,7 @@ def _denoise(backbone: Any, clip_latents: torch.Tensor, instructions: list[str],
     device = clip_latents.device
     schedule = backbone.step_schedule(steps, sigma_start=noise_level)
     # One CPU generator per seed: row k of every clip and instruction sees the same noise, on any device.
-    generators = [torch.Generator().manual_seed(seed + k) for k in range(seeds)]
+    generators = [cpu_generator(seed, k) for k in range(seeds)]
     shape = tuple(clip_latents.shape[1:])
 
     def draw() -> torch.Tensor:

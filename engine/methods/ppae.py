@@ -9,20 +9,18 @@ Every target uses the same source maps, so K guidance scales cost K + 1 rows, no
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ..core import bridge
 from ..attention.alignment import positional_mapping, token_word_spans, word_stream_mapping
 from ..attention.control import FusionController, AttentionRecording, BranchLayout, attention_control
 from ..attention.edit import AttentionEdit
-from ..io.audio import colourise
+from ..io.previews import attention_map_images
 from ..backbones.base import Backbone, refuse_audio_prompt
 from ..core.errors import PAEInputError
-from ..core.checks import check_guidance, clean_prompt
+from ..core.checks import check_guidance
 from ..attention.schedule import FusionSchedule
 from ..diffusion.guidance import encode_prompts
 from ..diffusion.inversion import Inversion
@@ -32,15 +30,6 @@ from ..diffusion.steps import guide, solver_step
 # P2P's LocalBlend starts blending after 20 % of the steps; PPAE does not say.
 DEFAULT_BLEND_START = 0.2
 MAX_CANDIDATES = 16
-
-
-@dataclass
-class EditResult:
-    """The candidates of every clip ([B·K, C, T', F'], clip-major) and the per-word attention maps."""
-
-    samples: torch.Tensor
-    scales: list[float]
-    maps: list[tuple[str, torch.Tensor]]  # (word, [T', F'] mean target attention) for the first clip
 
 
 def parse_guidance_scales(text: str) -> list[float]:
@@ -59,7 +48,8 @@ def parse_guidance_scales(text: str) -> list[float]:
     return scales
 
 
-def _check_inversion(backbone: Backbone, inversion: Any) -> Inversion:
+def check_inversion(backbone: Backbone, inversion: Any) -> Inversion:
+    """The inversion, if this model made it (and carries no audio prompt); otherwise say what to connect."""
     refuse_audio_prompt(backbone, "the PPAE edit")
     if not isinstance(inversion, Inversion):
         raise PAEInputError("inversion", "expected the output of DDIM/DDPM Invert.")
@@ -87,8 +77,10 @@ def _stream_mappings(backbone: Backbone, edit: AttentionEdit, conditioning, sour
 def run_branches(backbone: Backbone, inversion: Inversion, clip: int, target_prompt: str, scales: list[float],
                  edit: AttentionEdit | None = None, schedule: FusionSchedule | None = None,
                  blend_threshold: float = 0.0, blend_start: float = DEFAULT_BLEND_START,
-                 preview: bool = False) -> tuple[torch.Tensor, list[tuple[str, torch.Tensor]]]:
-    """Denoise one clip's K target branches from its inversion (with the edit, when given); returns [K, C, T', F']."""
+                 preview: bool = False, prompt_input: str = "attention_edit",
+                 ) -> tuple[torch.Tensor, list[tuple[str, torch.Tensor]]]:
+    """Denoise one clip's K target branches from its inversion (with the edit, when given); returns [K, C, T', F'].
+    prompt_input names the node input a prompt the text encoder refuses came from."""
     device = backbone.device
     count = len(scales)
     steps = inversion.edit_steps
@@ -101,7 +93,7 @@ def run_branches(backbone: Backbone, inversion: Inversion, clip: int, target_pro
     prompts += [inversion.prompt] if with_source else []
     target_cond = list(range(len(prompts), len(prompts) + count))
     prompts += [target_prompt] * count
-    conditioning = encode_prompts(backbone, prompts, "attention_edit")
+    conditioning = encode_prompts(backbone, prompts, prompt_input)
     start = inversion.start[clip:clip + 1].to(device, torch.float32)
     targets = start.repeat(count, *[1] * (start.dim() - 1))
     source = start
@@ -178,8 +170,9 @@ def _step(output, latents, alpha, alpha_prev, sigma, inversion, clip, n, device,
     return mean, state if multistep else None
 
 
-def _candidates_latent(inversion: Inversion, samples: torch.Tensor, scales: list[float], target_prompt: str,
-                       ) -> dict[str, Any]:
+def candidates_latent(inversion: Inversion, samples: torch.Tensor, scales: list[float], target_prompt: str,
+                      ) -> dict[str, Any]:
+    """The candidates as one LATENT batch (clip-major), each row's clip, guidance and prompts recorded."""
     batch = inversion.start.shape[0]
     info = dict(inversion.latent)
     if isinstance(info.get("gain"), torch.Tensor):
@@ -189,34 +182,12 @@ def _candidates_latent(inversion: Inversion, samples: torch.Tensor, scales: list
     return latent_with_info(samples.cpu(), info)
 
 
-def redenoise(backbone: Backbone, inversion: Any, prompt: str | None = None, guidance: float | None = None,
-              ) -> dict[str, Any]:
-    """Denoise an inversion without any edit (the source prompt and guidance by default: reconstructs the clip)."""
-    inversion = _check_inversion(backbone, inversion)
-    prompt = inversion.prompt if prompt is None else prompt
-    return prompt_edit(backbone, inversion, prompt, [inversion.guidance if guidance is None else float(guidance)])
-
-
-def prompt_edit(backbone: Backbone, inversion: Any, target_prompt: str,
-                guidance_scales: str | list[float] = "12") -> dict[str, Any]:
-    """ZETA's text edit: re-denoise with the target prompt and the inversion's noise; one candidate per scale."""
-    inversion = _check_inversion(backbone, inversion)
-    target_prompt = clean_prompt(target_prompt)
-    if not target_prompt:
-        raise PAEInputError("target_prompt", "describe what the clip should become, e.g. 'a cat meowing in the rain'.")
-    scales = parse_guidance_scales(guidance_scales) if isinstance(guidance_scales, str) else list(guidance_scales)
-    backbone.activate()
-    samples = torch.cat([run_branches(backbone, inversion, b, target_prompt, scales)[0]
-                         for b in range(inversion.start.shape[0])])
-    return _candidates_latent(inversion, samples, scales, target_prompt)
-
-
 def fuse_edit(backbone: Backbone, inversion: Any, edit: Any, *, guidance_scales: str | list[float] = "12",
               schedule: FusionSchedule | None = None, local_blend: float = 0.0,
               blend_start: float = DEFAULT_BLEND_START, attention_maps: bool = True,
               ) -> tuple[dict[str, Any], torch.Tensor]:
     """The Fuser: edit every clip of an inversion, one candidate per guidance scale; LATENT batch + per-word maps."""
-    inversion = _check_inversion(backbone, inversion)
+    inversion = check_inversion(backbone, inversion)
     if not isinstance(edit, AttentionEdit):
         raise PAEInputError("attention_edit", "expected the output of Attention Controller.")
     edit = edit.bind(inversion.prompt)
@@ -232,19 +203,5 @@ def fuse_edit(backbone: Backbone, inversion: Any, edit: Any, *, guidance_scales:
                                           local_blend, blend_start, preview=attention_maps and clip == 0)
         samples.append(latents)
         maps = maps or clip_maps
-    latent = _candidates_latent(inversion, torch.cat(samples), scales, edit.target_prompt)
+    latent = candidates_latent(inversion, torch.cat(samples), scales, edit.target_prompt)
     return latent, attention_map_images(maps, backbone.attention_grid(tuple(inversion.start.shape)))
-
-
-def attention_map_images(maps: list[tuple[str, torch.Tensor]], grid: tuple[int, int]) -> torch.Tensor:
-    """Per-word maps as an IMAGE batch [W, H, W', 3]: time across, frequency up, each map scaled to its own peak."""
-    height, width = grid[1] * 8, grid[0] * 4
-    if not maps:
-        return torch.zeros(1, height, width, 3)
-    images = []
-    for _, values in maps:
-        picture = values.T.flip(0)[None, None].float()  # [1, 1, F', T'], low frequencies at the bottom
-        picture = F.interpolate(picture, size=(height, width), mode="bilinear", align_corners=False)[0, 0]
-        picture = picture / picture.max().clamp_min(1e-12)
-        images.append(colourise(picture))
-    return torch.stack(images)

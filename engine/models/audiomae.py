@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import os
 from pathlib import Path
 import warnings
 from typing import Any
@@ -25,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import bridge
 from ..io.audio import check_audio, resample, to_channels
-from ..core.cache import LoadCache
-from ..core.checkpoints import WEIGHT_SUFFIXES, build_and_load, read_checkpoint, tensor_dict
+from ..core import loading
+from ..core.loading import LoadedModel
+from ..core.checkpoints import build_and_load, read_checkpoint, tensor_dict
 from ..core.errors import PAEInputError
 
 log = logging.getLogger(__name__)
@@ -89,8 +88,9 @@ def audio_features(audio: Any, input_name: str = "audio") -> torch.Tensor:
                                 "it the recording to transfer from.")
         fbank = torch.from_numpy(kaldi_fbank(clip.numpy()))
         if fbank.shape[0] == 0:
-            raise PAEInputError(input_name, f"clip {index + 1} of the audio prompt is {clip.shape[-1] / SAMPLE_RATE * 1000:.1f} "
-                                "ms long; AudioMAE needs at least one 25 ms frame (and reads up to 10.24 s).")
+            raise PAEInputError(input_name, f"clip {index + 1} of the audio prompt is "
+                                f"{clip.shape[-1] / SAMPLE_RATE * 1000:.1f} ms long; AudioMAE needs at least one 25 ms "
+                                "frame (and reads up to 10.24 s).")
         if fbank.shape[0] > FBANK_FRAMES:
             log.info("AP-Adapter: the audio prompt is %.2f s; AudioMAE reads its first %.2f s, as the reference does.",
                      clip.shape[-1] / SAMPLE_RATE, FBANK_FRAMES * _SHIFT / SAMPLE_RATE)
@@ -195,7 +195,7 @@ def audiomae_shape(state: dict[str, torch.Tensor]) -> dict[str, int]:
             "mlp_hidden": int(state["blocks.0.mlp.fc1.weight"].shape[0])}
 
 
-class AudioPromptEncoder:
+class AudioPromptEncoder(LoadedModel):
     """A loaded AudioMAE: clips -> pooled audio tokens; remembers the silent prompt's tokens per pooling rate."""
 
     def __init__(self, model: AudioMAE, name: str, path: Path):
@@ -203,12 +203,15 @@ class AudioPromptEncoder:
         self.name = name
         self.path = path
         self.width = model.cls_token.shape[-1]
-        self.managed: Any = None
         self._silence: dict[int, torch.Tensor] = {}
 
     @property
     def device(self) -> torch.device:
         return self.model.cls_token.device
+
+    @property
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"audiomae": self.model}
 
     @torch.no_grad()
     def encode_fbank(self, fbank: torch.Tensor, rate: int) -> torch.Tensor:
@@ -232,25 +235,6 @@ class AudioPromptEncoder:
 
 
 # ------------------------------------------------------------------------------------------ loading
-def list_weight_files(kind: str) -> list[str]:
-    """Weight files under every models/<kind>/ folder, as relative names (subfolders included)."""
-    names = set()
-    for root in bridge.model_folders(kind):
-        if not root.is_dir():
-            continue
-        for folder, dirs, files in os.walk(root):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            for file in files:
-                if file.endswith(WEIGHT_SUFFIXES) and not file.startswith("."):
-                    names.add(os.path.relpath(os.path.join(folder, file), root).replace(os.sep, "/"))
-    return sorted(names)
-
-
-def find_weight_file(kind: str, name: str, input_name: str, hint: str) -> Path:
-    """Resolve a listed weight file name inside the registered models/<kind>/ folders."""
-    return bridge.find_in_model_folders(kind, name, input_name, hint, folder=False)
-
-
 def encoder_state(data: Any, label: str) -> dict[str, torch.Tensor]:
     """The encoder's weights from a released AudioMAE checkpoint: its `model` entry without the decoder's keys."""
     if not isinstance(data, dict) or "model" not in data:
@@ -266,16 +250,13 @@ def encoder_state(data: Any, label: str) -> dict[str, torch.Tensor]:
     return state
 
 
-_cache: "LoadCache[AudioPromptEncoder]" = LoadCache()
 
 
 def load_audio_encoder(name: str, dtype_name: str = "auto") -> AudioPromptEncoder:
     """Load AudioMAE from models/audio_encoders/ once per (file, dtype, device) and share it while in use."""
-    path = find_weight_file("audio_encoders", name, "audio_encoder", DOWNLOAD_HINT)
-    device = bridge.torch_device()
-    dtype = bridge.choose_dtype(dtype_name, device)
+    path = loading.find_model("audio_encoders", name, "audio_encoder", DOWNLOAD_HINT, folder=False)
 
-    def load() -> AudioPromptEncoder:
+    def build(device: torch.device, dtype: torch.dtype) -> AudioPromptEncoder:
         label = f"the AudioMAE file '{name}'"
         # The MAE training script stores its command-line arguments (an argparse.Namespace) beside the weights.
         data = read_checkpoint(path, "audio_encoder", label, DOWNLOAD_HINT, allowed_classes=[argparse.Namespace])
@@ -287,16 +268,15 @@ def load_audio_encoder(name: str, dtype_name: str = "auto") -> AudioPromptEncode
         if grid != GRID[0] * GRID[1] or tuple(state["patch_embed.proj.weight"].shape[1:]) != (1, PATCH, PATCH):
             raise PAEInputError("audio_encoder", f"{label} is an AudioMAE for another input ({grid} patches); "
                                 f"AP-Adapter needs the 1024 x 128 fbank model with 16 x 16 patches: {DOWNLOAD_HINT}.")
-        encoder = AudioPromptEncoder(model.to(dtype), Path(name).stem, path)
-        encoder.managed = bridge.ManagedModel({"audiomae": model}, device, f"audiomae:{name}")
-        return encoder
+        return AudioPromptEncoder(model.to(dtype), Path(name).stem, path)
 
-    return _cache.get_or_load((os.path.realpath(path), str(dtype), str(device)), load)
+    return loading.load_model(path, dtype_name, build, label=f"audiomae:{name}", input_name="audio_encoder",
+                              what=f"the AudioMAE file '{name}'", fix=f"{DOWNLOAD_HINT}.")
 
 
 def clear_cache() -> None:
     """Forget every loaded AudioMAE (tests)."""
-    _cache.clear()
+    loading.clear_cache()
 
 
 def token_count(rate: int) -> int:

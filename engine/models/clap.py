@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -24,23 +23,19 @@ from typing import Any, Sequence
 
 import torch
 
-from ..core import bridge
-from ..io.audio import check_audio, make_audio, resample, to_channels
-from ..core.cache import LoadCache
+from ..io.audio import CANDIDATES_KEY, check_audio, make_audio, resample, to_channels
+from ..core import loading
+from ..core.checkpoints import LIBRARY_WEIGHT_SUFFIXES
+from ..core.loading import LoadedModel
 from ..core.errors import PAEInputError
 from ..core.files import read_json_dict
-
-# The AUDIO dict key that carries one metadata dict per batch row (see the module docstring).
-CANDIDATES_KEY = "pae_candidates"
 
 DOWNLOAD_HINT = ("download a transformers CLAP repository such as laion/clap-htsat-unfused or laion/larger_clap_music "
                  "(all of it: config.json, model.safetensors or pytorch_model.bin, preprocessor_config.json and the "
                  "tokenizer files) into models/clap/<name>/")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _WINDOWS_PER_FORWARD = 16  # CLAP windows (10 s each for the real models) per audio-tower forward
 _AUDIO_CACHE_SIZE = 512    # audio embeddings a loaded CLAP remembers (a few KB each)
 
-_cache: "LoadCache[ClapScorer]" = LoadCache()
 
 
 # ------------------------------------------------------------------------------------------- folders
@@ -53,20 +48,12 @@ def _is_clap_folder(folder: Path) -> bool:
 
 def list_clap_models() -> list[str]:
     """Names of the transformers CLAP folders (config.json with model_type 'clap') in every models/clap/ root."""
-    names = set()
-    for root in bridge.model_folders("clap"):
-        if not root.is_dir():
-            continue
-        for entry in root.iterdir():
-            if entry.is_dir() and not entry.name.startswith(".") and _is_clap_folder(entry):
-                names.add(entry.name)
-    return sorted(names)
+    return loading.list_model_folders("clap", _is_clap_folder)
 
 
 def find_clap_folder(name: str) -> Path:
     """Resolve a CLAP model name to its folder inside the registered models/clap/ folders."""
-    return bridge.find_in_model_folders("clap", name, "model_name", DOWNLOAD_HINT, folder=True,
-                                        label="CLAP folder")
+    return loading.find_model("clap", name, "model_name", DOWNLOAD_HINT, folder=True, label="CLAP folder")
 
 
 def missing_clap_files(folder: Path) -> list[str]:
@@ -75,7 +62,7 @@ def missing_clap_files(folder: Path) -> list[str]:
     missing = []
     if "config.json" not in files:
         missing.append("config.json")
-    if not any(f.endswith(_WEIGHT_SUFFIXES) for f in files):
+    if not any(f.endswith(LIBRARY_WEIGHT_SUFFIXES) for f in files):
         missing.append("weights (model.safetensors or pytorch_model.bin)")
     if not files & {"preprocessor_config.json", "processor_config.json"}:
         missing.append("preprocessor_config.json")
@@ -101,7 +88,7 @@ def _window_starts(length: int, window: int) -> list[int]:
     return [round(i * (length - window) / (count - 1)) for i in range(count)]
 
 
-class ClapScorer:
+class ClapScorer(LoadedModel):
     """A loaded CLAP model: normalised text and audio embeddings in one shared space."""
 
     def __init__(self, model: Any, feature_extractor: Any, tokenizer: Any, name: str, folder: Path):
@@ -113,15 +100,13 @@ class ClapScorer:
         self.sample_rate = int(feature_extractor.sampling_rate)  # 48 kHz for the released models
         self.window = int(feature_extractor.nb_max_samples)      # samples per CLAP window (10 s)
         self.fusion = bool(getattr(model.config.audio_config, "enable_fusion", False))
-        self.managed: Any = None
         # Audio embeddings by content: re-scoring after a prompt or weight change re-embeds nothing.
         self._audio_cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()
         self._cache_lock = threading.Lock()
 
-    def activate(self) -> None:
-        """Bring the weights to the compute device (inside ComfyUI they may have been offloaded)."""
-        if self.managed is not None:
-            self.managed.activate()
+    @property
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"clap": self.model}
 
     def _place(self) -> tuple[torch.device, torch.dtype]:
         param = next(self.model.parameters())
@@ -209,32 +194,23 @@ def load_clap(name: str, dtype_name: str = "auto") -> ClapScorer:
     if missing:
         raise PAEInputError("model_name", f"the CLAP folder '{name}' is incomplete, missing: {', '.join(missing)}; "
                             f"{DOWNLOAD_HINT}.")
-    device = bridge.torch_device()
-    dtype = bridge.choose_dtype(dtype_name, device)
-    key = (os.path.realpath(folder), str(dtype), str(device))
 
-    def load() -> ClapScorer:
-        try:
-            from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
+    def build(device: torch.device, dtype: torch.dtype) -> ClapScorer:
+        from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
 
-            model = ClapModel.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
-            feature_extractor = ClapFeatureExtractor.from_pretrained(str(folder), local_files_only=True)
-            tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        except Exception as exc:  # noqa: BLE001 - any failure of a damaged folder (e.g. SafetensorError) is explained
-            raise PAEInputError("model_name", f"could not load the CLAP folder '{name}' ({exc.__class__.__name__}: "
-                                f"{str(exc)[:300]}); it may be damaged or from another version: "
-                                f"{DOWNLOAD_HINT}.") from None
-        scorer = ClapScorer(model, feature_extractor, tokenizer, folder.name, folder)
-        scorer.managed = bridge.ManagedModel({"clap": model}, device, f"clap:{folder.name}")
-        return scorer
+        model = ClapModel.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
+        feature_extractor = ClapFeatureExtractor.from_pretrained(str(folder), local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        return ClapScorer(model, feature_extractor, tokenizer, folder.name, folder)
 
-    return _cache.get_or_load(key, load)
+    return loading.load_model(folder, dtype_name, build, label=f"clap:{folder.name}", input_name="model_name",
+                              what=f"the CLAP folder '{name}'",
+                              fix=f"it may be damaged or from another version: {DOWNLOAD_HINT}.")
 
 
 def clear_cache() -> None:
     """Forget every loaded CLAP model (tests)."""
-    _cache.clear()
-    bridge.free_memory()
+    loading.clear_cache()
 
 
 # ------------------------------------------------------------------------------- candidate selection

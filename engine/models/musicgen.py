@@ -12,7 +12,6 @@ delay pattern) rather than `generate()`, for two reasons EditGen needs:
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -20,35 +19,34 @@ from typing import Any, Callable
 import torch
 
 from ..core import bridge
-from ..core.cache import LoadCache
+from ..core import loading
+from ..core.loading import LoadedModel
 from ..core.errors import PAEInputError
-from ..core.checks import check_guidance
+from ..core.checks import check_guidance, cpu_generator
 from ..core.files import read_json_dict
 
 log = logging.getLogger(__name__)
 
 MUSICGEN_TYPES = ("musicgen", "musicgen_melody")
-DOWNLOAD_HINT = ("download a MusicGen repository (facebook/musicgen-small, -medium or -large: config.json, the weights, "
-                 "generation_config.json, preprocessor_config.json and the tokenizer files) into models/musicgen/<name>/")
+DOWNLOAD_HINT = ("download a MusicGen repository (facebook/musicgen-small, -medium or -large: config.json, "
+                 "the weights, generation_config.json, preprocessor_config.json and the tokenizer files) "
+                 "into models/musicgen/<name>/")
 _DEFAULT_MAX_SECONDS = 30.0  # the released generation configs stop at 1500 frames (30 s at 50 Hz)
+
+
+def _is_musicgen_folder(folder: Path) -> bool:
+    config = read_json_dict(folder / "config.json")
+    return config is not None and config.get("model_type") in MUSICGEN_TYPES
 
 
 def list_musicgen_models() -> list[str]:
     """Names of the MusicGen folders (config.json with a musicgen model_type) in every models/musicgen/ root."""
-    names = set()
-    for root in bridge.model_folders("musicgen"):
-        if root.is_dir():
-            for entry in root.iterdir():
-                config = read_json_dict(entry / "config.json") if entry.is_dir() else None
-                if config is not None and config.get("model_type") in MUSICGEN_TYPES:
-                    names.add(entry.name)
-    return sorted(names)
+    return loading.list_model_folders("musicgen", _is_musicgen_folder)
 
 
 def find_musicgen_folder(name: str) -> Path:
     """Resolve a MusicGen name inside the registered models/musicgen/ folders."""
-    return bridge.find_in_model_folders("musicgen", name, "model_name", DOWNLOAD_HINT, folder=True,
-                                        label="MusicGen folder")
+    return loading.find_model("musicgen", name, "model_name", DOWNLOAD_HINT, folder=True, label="MusicGen folder")
 
 
 @dataclass
@@ -83,7 +81,7 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return logits
 
 
-class MusicGen:
+class MusicGen(LoadedModel):
     """A loaded MusicGen: T5 text encoder, the codebook decoder, EnCodec at 32 kHz."""
 
     family = "musicgen"
@@ -93,7 +91,6 @@ class MusicGen:
         self.tokenizer = tokenizer
         self.name = name
         self.folder = folder
-        self.managed: Any = None
         decoder_config = model.decoder.config
         self.num_codebooks = int(decoder_config.num_codebooks)
         self.audio_channels = int(getattr(decoder_config, "audio_channels", 1))
@@ -112,9 +109,9 @@ class MusicGen:
     def device(self) -> torch.device:
         return self.model.decoder.device
 
-    def activate(self) -> None:
-        if self.managed is not None:
-            self.managed.activate()
+    @property
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"musicgen": self.model}
 
     # ---------------------------------------------------------------------------------------- text
     @torch.no_grad()
@@ -180,7 +177,7 @@ class MusicGen:
         sequence = start
         tokens = start.repeat(2, 1) if guided else start
         cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-        generator = torch.Generator().manual_seed(int(seed))
+        generator = cpu_generator(seed)
         distinct = sorted(set(groups))
         row_group = torch.tensor([distinct.index(g) for g in groups]).repeat_interleave(k).to(self.device)
         with bridge.Progress(length - 1, "MusicGen") as progress:
@@ -243,7 +240,6 @@ class MusicGen:
         return audio.float().cpu()
 
 
-_cache: "LoadCache[MusicGen]" = LoadCache()
 
 
 def load_musicgen(name: str, dtype_name: str = "auto") -> MusicGen:
@@ -253,27 +249,20 @@ def load_musicgen(name: str, dtype_name: str = "auto") -> MusicGen:
     if config is None or config.get("model_type") not in MUSICGEN_TYPES:
         raise PAEInputError("model_name", f"'{name}' is not a MusicGen folder (config.json model_type "
                             f"{None if config is None else config.get('model_type')!r}); {DOWNLOAD_HINT}.")
-    device = bridge.torch_device()
-    dtype = bridge.choose_dtype(dtype_name, device)
 
-    def load() -> MusicGen:
-        try:
-            from transformers import AutoTokenizer, MusicgenForConditionalGeneration, MusicgenMelodyForConditionalGeneration
+    def build(device: torch.device, dtype: torch.dtype) -> MusicGen:
+        from transformers import AutoTokenizer, MusicgenForConditionalGeneration, MusicgenMelodyForConditionalGeneration
 
-            cls = MusicgenForConditionalGeneration if config["model_type"] == "musicgen" else \
-                MusicgenMelodyForConditionalGeneration
-            model = cls.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
-            tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        except Exception as exc:  # noqa: BLE001 - any failure of a damaged folder is explained the same way
-            raise PAEInputError("model_name", f"could not load the MusicGen folder '{name}' ({exc.__class__.__name__}: "
-                                f"{str(exc)[:300]}); {DOWNLOAD_HINT}.") from None
-        musicgen = MusicGen(model.eval(), tokenizer, folder.name, folder)
-        musicgen.managed = bridge.ManagedModel({"musicgen": model}, device, f"musicgen:{folder.name}")
-        return musicgen
+        cls = MusicgenForConditionalGeneration if config["model_type"] == "musicgen" else \
+            MusicgenMelodyForConditionalGeneration
+        model = cls.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        return MusicGen(model.eval(), tokenizer, folder.name, folder)
 
-    return _cache.get_or_load((os.path.realpath(folder), str(dtype), str(device)), load)
+    return loading.load_model(folder, dtype_name, build, label=f"musicgen:{folder.name}", input_name="model_name",
+                              what=f"the MusicGen folder '{name}'", fix=f"{DOWNLOAD_HINT}.")
 
 
 def clear_cache() -> None:
     """Forget every loaded MusicGen (tests)."""
-    _cache.clear()
+    loading.clear_cache()
