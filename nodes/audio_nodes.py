@@ -31,7 +31,9 @@ class LoadAudio(PAENode):
             "start": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 86400.0, "step": 0.01,
                                 "tooltip": "Where the clip starts, in seconds from the beginning of the file."}),
             "duration": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 86400.0, "step": 0.01,
-                                   "tooltip": "Length of the clip in seconds; 0 keeps everything after start."}),
+                                   "tooltip": "Length of the clip in seconds; 0 keeps everything after start. Only "
+                                   "this part is decoded (the file is sought to start); one clip holds at most 2 GiB "
+                                   "of samples (about 1 h 30 min of 48 kHz stereo): load longer files in parts."}),
             "sample_rate": ("INT", {"default": 0, "min": 0, "max": MAX_SAMPLE_RATE, "step": 1,
                                     "tooltip": f"Resample to this rate in Hz ({MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE}, "
                                     "soxr very high quality); 0 keeps the file's own rate. Editing nodes "

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from ..engine.core import bridge
+from .server import DEFAULT_MAX_DOWNLOAD_MB
 from .workflow import WorkflowError, apply_overrides, execute_workflow, load_api_workflow
 
 _BANNER = "!" * 78
@@ -40,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--reconnect-wait", type=float, default=10.0, metavar="SECONDS",
                      help="with --server: how long a server that stops answering may take to come back before its "
                      "job moves to another server (default 10)")
+    run.add_argument("--max-download-mb", type=float, default=DEFAULT_MAX_DOWNLOAD_MB, metavar="MIB",
+                     help="with --server: the largest output file taken from a server (default %(default)s); a "
+                     "larger one is left on the server and the batch stops")
     run.add_argument("--demo", action="store_true",
                      help="stand in tiny UNTRAINED models for missing model folders and a synthetic clip for "
                      "missing input files (output is noise; for trying the pack without weights)")
@@ -85,7 +89,8 @@ def _run_on_servers(args: argparse.Namespace) -> int:
     out_dir = Path(args.out or os.environ.get("PAE_OUTPUT_DIR") or "output").absolute()
     input_dir = Path(args.input_dir or os.environ.get("PAE_INPUT_DIR") or "input").absolute()
     return run_workflow_on_servers(workflow, Path(args.workflow).stem, args.server, args.inputs, input_dir, out_dir,
-                                   ui_workflow, reconnect_seconds=args.reconnect_wait)
+                                   ui_workflow, reconnect_seconds=args.reconnect_wait,
+                                   max_download_mb=args.max_download_mb)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -41,6 +41,9 @@ class JobFailed(Exception):
     """The server refused the job or failed while running it; running it elsewhere would fail the same way."""
 
 
+DEFAULT_MAX_DOWNLOAD_MB = 4096
+
+
 class OutputError(Exception):
     """A downloaded output could not be written; the file is still on the server."""
 
@@ -250,6 +253,7 @@ class Options:
     ui_workflow: dict | None = None
     reconnect_seconds: float = 10.0  # how long a silent server may take to answer again before its job moves on
     poll_seconds: float = 5.0        # how often /history is asked while the websocket is quiet
+    max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_MB * 2 ** 20  # one output file at most (a server could send forever)
 
 
 class ServerSession:
@@ -520,7 +524,13 @@ async def _download_each(session: ServerSession, job: Job, files: list[dict], sa
                 async with session.http.get(session.server.endpoint("/view"), params=query) as response:
                     if response.status != 200:
                         raise ServerLost(f"GET /view of {item['filename']} answered HTTP {response.status}")
+                    received = 0
                     async for chunk in response.content.iter_chunked(1 << 16):
+                        received += len(chunk)
+                        if received > session.options.max_download_bytes:
+                            limit = session.options.max_download_bytes / 2 ** 20
+                            raise OutputError(f"{item['filename']} is larger than {limit:g} MiB "
+                                              f"(--max-download-mb); it was not kept: {where}")
                         handle.write(chunk)
             target = claim(Path(handle.name), free_names(target))  # never over an existing file
         except OSError as exc:
@@ -592,7 +602,8 @@ async def run_on_servers(servers: list[Server], jobs: list[Job], options: Option
     front of the queue. Returns the jobs, each done (saved files) or with an error."""
     import aiohttp
 
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None)
+    # Every read waits at most --reconnect-wait: a server that accepts and then freezes loses its job to the others.
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=options.reconnect_seconds)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         servers = await check_servers(http, servers, options, board)
         pending = deque(jobs)
@@ -615,6 +626,8 @@ async def run_on_servers(servers: list[Server], jobs: list[Job], options: Option
                     await run_job(session, job, board)
                     board.job_done(server, job, f"{job.label}: done on {server.name}: "
                                    + (", ".join(str(p) for p in job.saved) or "no output files"))
+                    for path in job.saved:  # as each job finishes: a batch stopped later keeps what it has
+                        print(path, flush=True)
                 except ServerLost as exc:
                     server.alive = False
                     board.note(f"pae: {server.name} dropped out ({exc}); {job.label} goes back to the queue")
@@ -657,20 +670,18 @@ def server_names(urls: list[str]) -> list[Server]:
 
 def run_workflow_on_servers(workflow: dict, name: str, urls: list[str], inputs: list[str], input_dir: Path,
                             out_dir: Path, ui_workflow: dict | None = None, *, reconnect_seconds: float = 10.0,
-                            stream: Any = None) -> int:
+                            max_download_mb: float = DEFAULT_MAX_DOWNLOAD_MB, stream: Any = None) -> int:
     """`pae run --server`: plan, check, run; print what was saved; return the exit code (0 all done, 1 a job failed)."""
     servers = server_names(urls)
     jobs = plan_jobs(workflow, name, inputs, input_dir, out_dir)
     check_output_folder(out_dir)
-    options = Options(out_dir, ui_workflow, reconnect_seconds=reconnect_seconds)
+    options = Options(out_dir, ui_workflow, reconnect_seconds=reconnect_seconds,
+                      max_download_bytes=int(max_download_mb * 2 ** 20))
     board = Board(len(jobs), stream)
     try:
         asyncio.run(run_on_servers(servers, jobs, options, board))
     finally:
         board.clear()
-    for job in jobs:
-        for path in job.saved:
-            print(path)
     failed = [job for job in jobs if job.error]
     if failed:
         print(f"pae: {len(failed)} of {len(jobs)} job(s) did not finish: "

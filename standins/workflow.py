@@ -32,17 +32,7 @@ def _stand_in_model(node_id: str, class_type: str, model_name: str, root: Path) 
         from ..engine.models.clap import find_clap_folder
         from ..standins.clap import build_tiny_clap
 
-        try:
-            find_clap_folder(model_name)
-            return None
-        except PAEInputError:
-            place = _stand_in_place(root, "clap", model_name, "config.json")
-            if place is None:
-                return None
-            folder, build = place
-            if build:
-                build_tiny_clap(folder)
-            return f"CLAP '{model_name}' (node {node_id}) -> tiny untrained CLAP at {folder}"
+        return _stand_in_folder(node_id, model_name, root, "clap", find_clap_folder, build_tiny_clap, "CLAP")
     from ..engine.backbones.registry import BACKBONE_KINDS, find_model_folder
 
     try:
@@ -110,20 +100,27 @@ def _stand_in_ap_adapter(node_id: str, inputs: dict[str, Any], model_folder: Pat
 def _stand_in_musicgen(node_id: str, model_name: str, root: Path) -> str | None:
     """Build a tiny untrained MusicGen where Load MusicGen names one that is missing."""
     from ..engine.models.musicgen import find_musicgen_folder
+    from ..standins.musicgen import build_tiny_musicgen
 
+    return _stand_in_folder(node_id, model_name, root, "musicgen", find_musicgen_folder, build_tiny_musicgen,
+                            "MusicGen")
+
+
+def _stand_in_folder(node_id: str, model_name: str, root: Path, kind: str, find: Any, build: Any,
+                     what: str) -> str | None:
+    """A transformers-style stand-in (config.json marks it complete) where `find` cannot find the named folder."""
     try:
-        find_musicgen_folder(model_name)
+        find(model_name)
         return None
     except PAEInputError:
-        from ..standins.musicgen import build_tiny_musicgen
-
-        place = _stand_in_place(root, "musicgen", model_name, "config.json")
-        if place is None:
-            return None
-        folder, build = place
-        if build:
-            build_tiny_musicgen(folder)
-        return f"MusicGen '{model_name}' (node {node_id}) -> tiny untrained MusicGen at {folder}"
+        pass
+    place = _stand_in_place(root, kind, model_name, "config.json")
+    if place is None:
+        return None
+    folder, missing = place
+    if missing:
+        build(folder)
+    return f"{what} '{model_name}' (node {node_id}) -> tiny untrained {what} at {folder}"
 
 
 def build_stand_ins(workflow: dict[str, Any], root: Path) -> list[str]:

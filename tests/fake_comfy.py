@@ -25,11 +25,17 @@ class FakeComfy:
     output came from.
 
     fault: None; "error" (the job fails in node 3); "crash" (the server dies in the middle of its first job);
-    "drop_socket" (the websocket is closed mid-run, the job goes on); "refuse" (every prompt gets a 400).
+    "drop_socket" (the websocket is closed mid-run, the job goes on); "refuse" (every prompt gets a 400);
+    "freeze" (once the first job is queued the process stops answering: connections are accepted, nothing comes
+    back); "stall_view" (a download sends a few bytes and then nothing); "endless_view" (a download never ends);
+    "names" (the outputs are named by the `names` list, hostile names included).
     """
 
-    def __init__(self, root: Path, fault: str | None = None, steps: int = 3, step_seconds: float = 0.01):
+    def __init__(self, root: Path, fault: str | None = None, steps: int = 3, step_seconds: float = 0.01,
+                 names: list[str] | None = None):
         self.root, self.fault, self.steps, self.step_seconds = root, fault, steps, step_seconds
+        self.names = list(names or [])
+        self.frozen = False
         (root / "input").mkdir(parents=True, exist_ok=True)
         (root / "output").mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -59,7 +65,7 @@ class FakeComfy:
                         web.get("/history/{prompt_id}", self.history_entry), web.get("/queue", self.queue),
                         web.post("/queue", self.queue_edit), web.post("/interrupt", self.interrupt),
                         web.get("/view", self.view)])
-        self.runner = web.AppRunner(app)
+        self.runner = web.AppRunner(app, shutdown_timeout=1.0)  # frozen handlers must not hold the stop up
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
 
@@ -78,7 +84,13 @@ class FakeComfy:
         await self.runner.cleanup()
 
     # ------------------------------------------------------------------ routes
+    async def freeze_point(self) -> None:
+        """A frozen process: the request was accepted and never answered."""
+        while self.frozen:
+            await asyncio.sleep(3600)
+
     async def system_stats(self, request: web.Request) -> web.Response:
+        await self.freeze_point()
         return web.json_response({"system": {"comfyui_version": "fake"}, "devices": []})
 
     async def upload(self, request: web.Request) -> web.Response:
@@ -115,6 +127,9 @@ class FakeComfy:
                                                 "Prompt outputs failed validation", "details": "", "extra_info": {}},
                                       "node_errors": errors}, status=400)
         prompt_id = str(uuid.uuid4())
+        if self.fault == "freeze":
+            self.frozen = True  # queued, then silence: no answer to this or any later request
+            await self.freeze_point()
         self.queued.append(prompt_id)
         self.running.append(prompt_id)
         asyncio.ensure_future(self.execute(prompt_id, graph, client_id))
@@ -132,10 +147,12 @@ class FakeComfy:
         return ws
 
     async def history_entry(self, request: web.Request) -> web.Response:
+        await self.freeze_point()
         prompt_id = request.match_info["prompt_id"]
         return web.json_response({prompt_id: self.history[prompt_id]} if prompt_id in self.history else {})
 
     async def queue(self, request: web.Request) -> web.Response:
+        await self.freeze_point()
         return web.json_response({"queue_running": [[0, p, {}, {}, []] for p in self.running[:1]],
                                   "queue_pending": [[i, p, {}, {}, []] for i, p in enumerate(self.running[1:], 1)]})
 
@@ -148,6 +165,13 @@ class FakeComfy:
     async def view(self, request: web.Request) -> web.StreamResponse:
         query = request.query
         path = self.root / query.get("type", "output") / query.get("subfolder", "") / query["filename"]
+        if self.fault in ("stall_view", "endless_view"):
+            response = web.StreamResponse()
+            await response.prepare(request)
+            await response.write(b"OUT:")
+            while True:  # stalled: nothing more; endless: 64 KiB after 64 KiB
+                await asyncio.sleep(3600 if self.fault == "stall_view" else 0)
+                await response.write(b"x" * (1 << 16))
         if not path.is_file():
             return web.Response(status=404)
         return web.Response(body=path.read_bytes())
@@ -194,7 +218,10 @@ class FakeComfy:
                     target = self.root / "output" / "audio" / name
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(b"OUT:" + (self.root / "input" / source).read_bytes())
-                    outputs[node_id] = {"audio": [{"filename": name, "subfolder": "audio", "type": "output"}],
+                    files = [{"filename": name, "subfolder": "audio", "type": "output"}]
+                    if self.fault == "names":
+                        files = [{"filename": n, "subfolder": "audio", "type": "output"} for n in self.names]
+                    outputs[node_id] = {"audio": files,
                                         "images": [{"filename": "spec.png", "subfolder": "", "type": "temp"}]}
                     await self.send(client_id, "executed", {"node": node_id, "display_node": node_id,
                                                             "output": outputs[node_id], "prompt_id": prompt_id})

@@ -38,6 +38,10 @@ class FusionSchedule:
         for name, value in (("eta_min", self.eta_min), ("eta_max", self.eta_max)):
             if not 0.0 <= value <= 1.0:
                 raise PAEInputError(name, f"{value:g} is not a ratio; use 0..1.")
+        if self.eta_min > self.eta_max:
+            raise PAEInputError("eta_min", f"{self.eta_min:g} is above eta_max {self.eta_max:g}; the ratio decays "
+                                "from eta_max to eta_min, so eta_min <= eta_max (swap them, or set both equal for a "
+                                "constant ratio).")
         if self.kind == "exponential" and self.decay_rate <= 0:
             raise PAEInputError("decay_rate", "the exponential decay rate must be positive.")
 

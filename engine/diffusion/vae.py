@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -10,6 +11,8 @@ from ..io.audio import CANDIDATES_KEY, check_audio, make_audio, resample, to_cha
 from ..backbones.base import Backbone
 from ..core.errors import PAEInputError
 from ..core.latent import latent_info
+
+log = logging.getLogger(__name__)
 
 DECODE_RATES = ("source", "model")
 
@@ -25,6 +28,10 @@ def vae_decode(backbone: Backbone, latent: dict[str, Any], sample_rate: str = "s
     if sample_rate not in DECODE_RATES:
         raise PAEInputError("sample_rate", f"choose one of {', '.join(DECODE_RATES)}, not '{sample_rate}'.")
     info = latent_info(latent, backbone.family, backbone.latent_channels, "latent")
+    if info.get("model") not in (None, backbone.name):
+        log.warning("Prompt Audio Edit: this latent was encoded by '%s' but is decoded by '%s'; both are %s models, "
+                    "but their weights differ, so the audio may not be what was encoded", info["model"],
+                    backbone.name, backbone.family)
     waveform = backbone.decode_latent(latent)
     if sample_rate == "model" or not info:
         return _with_candidates(make_audio(waveform, backbone.sample_rate), info)

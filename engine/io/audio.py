@@ -98,24 +98,38 @@ def read_audio(path: str | os.PathLike, *, start_s: float = 0.0, duration_s: flo
             if not container.streams.audio:
                 raise PAEInputError(input_name, f"'{path.name}' has no audio stream.")
             stream = container.streams.audio[0]
-            rate = stream.codec_context.sample_rate
+            context = stream.codec_context  # None when FFmpeg has no decoder for the stream's codec
+            rate = context.sample_rate if context is not None else 0
+            if context is None:
+                raise PAEInputError(input_name, f"'{path.name}' holds audio in a codec FFmpeg cannot decode.")
             if not rate:
                 raise PAEInputError(input_name, f"'{path.name}' contains no audio samples (zero length).")
             decoded = _decode_range(container, stream, rate, start_s, duration_s, path.name, max_bytes)
+            stream_seconds = float(stream.duration * stream.time_base) if stream.duration and stream.time_base \
+                else None
     except PAEInputError:
         raise
-    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError, OverflowError) as exc:
         raise PAEInputError(input_name, f"'{path.name}' could not be decoded as audio ({exc.__class__.__name__}: "
                             f"{exc}). Is it really an audio file?") from None
     if decoded is None:
         raise PAEInputError(input_name, f"'{path.name}' contains no audio samples (zero length).")
     data, total = decoded
+    if not duration_s or data.shape[1] < int(round(duration_s * rate)):  # the decode ran to the stream's end
+        _warn_if_truncated(stream_seconds, total / rate, path.name)
     first = int(round(start_s * rate))
     if first > 0 and data.shape[1] == 0:
         raise PAEInputError("start", f"start {start_s:.3f} s is past the end of the clip ({total / rate:.3f} s).")
     if data.shape[1] == 0:
         raise PAEInputError(input_name, f"'{path.name}' contains no audio samples (zero length).")
     return make_audio(torch.from_numpy(data)[None], rate)
+
+
+def _warn_if_truncated(stated: float | None, decoded_until: float, name: str) -> None:
+    """Say so in the log when a file's audio ends well before the length its header states (a cut download)."""
+    if stated and decoded_until < 0.95 * stated - 0.05 and decoded_until > 0:
+        log.warning("Prompt Audio Edit: '%s' says it is %.2f s long but its audio ends at %.2f s; the file may be "
+                    "truncated", name, stated, decoded_until)
 
 
 def check_seconds(value: Any, input_name: str) -> float:
@@ -232,6 +246,8 @@ def encode_audio(waveform: torch.Tensor, sample_rate: int, fmt: str, *, metadata
     channels = waveform.shape[0]
     if channels > 2 and fmt == "mp3":
         raise PAEInputError("format", f"mp3 holds at most 2 channels, the audio has {channels}; use wav or flac.")
+    if fmt == "mp3" and mp3_quality not in MP3_QUALITIES:
+        raise PAEInputError("mp3_quality", f"'{mp3_quality}' is not one of {', '.join(MP3_QUALITIES)}.")
     if channels > 8 and fmt == "flac":
         raise PAEInputError("format", f"flac holds at most 8 channels, the audio has {channels}; use wav.")
     if fmt == "mp3" and int(sample_rate) not in MP3_RATES:

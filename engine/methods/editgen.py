@@ -164,20 +164,19 @@ def parse_indices(text: str, input_name: str, count: int | None = None) -> froze
     if text in ("", "all"):
         return None
     chosen = set()
-    try:
-        for part in text.replace(";", ",").split(","):
-            part = part.strip()
-            if not part:
-                continue
+    for part in text.replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
             low, high = (int(p) for p in part.split("-", 1)) if "-" in part[1:] else (int(part), int(part))
-            if count is not None and not 0 <= low <= high < count:
-                raise PAEInputError(input_name, f"'{part}': this model has {input_name} 0..{count - 1}.")
-            if high - low > 10_000:
-                raise PAEInputError(input_name, f"'{part}' spans {high - low + 1} indices; give the ones the model "
-                                    "has.")
-            chosen.update(range(low, high + 1))
-    except ValueError:
-        raise PAEInputError(input_name, f"'{text}' is not 'all' or a list of numbers such as '0, 2-4'.") from None
+        except ValueError:
+            raise PAEInputError(input_name, f"'{text}' is not 'all' or a list of numbers such as '0, 2-4'.") from None
+        if count is not None and not 0 <= low <= high < count:
+            raise PAEInputError(input_name, f"'{part}': this model has {input_name} 0..{count - 1}.")
+        if high - low > 10_000:
+            raise PAEInputError(input_name, f"'{part}' spans {high - low + 1} indices; give the ones the model has.")
+        chosen.update(range(low, high + 1))
     return frozenset(chosen)
 
 
