@@ -7,10 +7,12 @@ from .instruct_nodes import InstructEdit, LoadSAOInstruct
 from .model_nodes import LoadModel, VAEDecode, VAEEncode
 from .musicgen_nodes import LoadMusicGen, MusicGenEdit
 from .ppae_nodes import AttentionController, DDIMInvert, Fuser, PromptEdit
+from .region_nodes import CutRegion, JoinWindows, PasteRegion, SplitWindows
 from .sampling_nodes import Sample
 
 NODE_CLASSES = (LoadAudio, SaveAudio, LoadModel, VAEEncode, VAEDecode, DDIMInvert, AttentionController, Fuser,
                 LoadCLAP, CLAPSelect, Sample, LoadAPAdapter, APAdapterTask, APAdapterApply, LoadMusicGen, MusicGenEdit,
-                LoadSAOInstruct, InstructEdit, PromptEdit, CompareAudio)
+                LoadSAOInstruct, InstructEdit, PromptEdit, CompareAudio, CutRegion, PasteRegion, SplitWindows,
+                JoinWindows)
 NODE_CLASS_MAPPINGS = {cls.NODE_ID: cls for cls in NODE_CLASSES}
 NODE_DISPLAY_NAME_MAPPINGS = {cls.NODE_ID: cls.DISPLAY_NAME for cls in NODE_CLASSES}

@@ -14,6 +14,8 @@ PAE_ATTENTION_EDIT = "PAE_ATTENTION_EDIT"  # what to change in the attention: pr
 PAE_CLAP = "PAE_CLAP"              # a loaded CLAP text-audio model
 PAE_MUSICGEN = "PAE_MUSICGEN"      # a loaded MusicGen: T5, codebook decoder, EnCodec
 PAE_AP_ADAPTER = "PAE_AP_ADAPTER"  # AP-Adapter's audio projections and the AudioMAE that encodes audio prompts
+PAE_REGION = "PAE_REGION"          # where a cut region came from in its recording, sample-exact
+PAE_WINDOWS = "PAE_WINDOWS"        # how a recording was split into overlapping windows
 # ComfyUI's frontend widget that plays audio; its upload button and result player need it on the node.
 AUDIO_PLAYER = "AUDIO_UI"
 

@@ -69,9 +69,13 @@ class CLAPSelect(PAENode):
             "optional": {
                 "source_audio": ("AUDIO", {"tooltip": "The original clip(s) the candidates were edited from: one clip "
                                  "for all, or one per source clip in order. Enables the fidelity score."}),
+                "one_scale_for_all": ("BOOLEAN", {"default": False, "tooltip": "Keep the same guidance scale for "
+                                      "every clip: the one with the best mean score over the clips (for the windows "
+                                      "of one song, so it does not change character from window to window). Off: "
+                                      "the best candidate of each clip on its own."}),
             },
         }
 
     def execute(self, clap: Any, audio: dict[str, Any], prompt: str = "", fidelity_weight: float = 0.0,
-                source_audio: dict[str, Any] | None = None) -> tuple:
-        return select_candidates(clap, audio, prompt, source_audio, fidelity_weight)
+                source_audio: dict[str, Any] | None = None, one_scale_for_all: bool = False) -> tuple:
+        return select_candidates(clap, audio, prompt, source_audio, fidelity_weight, bool(one_scale_for_all))

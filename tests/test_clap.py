@@ -167,7 +167,7 @@ def test_listing_and_loading_through_the_node(clap_dirs, clap):
 def test_node_contract():
     required = list(CLAPSelect.INPUT_TYPES()["required"])
     assert required == ["clap", "audio", "prompt", "fidelity_weight"]
-    assert list(CLAPSelect.INPUT_TYPES()["optional"]) == ["source_audio"]
+    assert list(CLAPSelect.INPUT_TYPES()["optional"]) == ["source_audio", "one_scale_for_all"]
     assert CLAPSelect.RETURN_TYPES == ("AUDIO", "AUDIO", "STRING")
     assert CLAPSelect.RETURN_NAMES == ("best", "ranked", "scores")
     weight = CLAPSelect.INPUT_TYPES()["required"]["fidelity_weight"][1]

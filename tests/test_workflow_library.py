@@ -46,7 +46,12 @@ def check_widgets(node: dict[str, Any]) -> None:
         position += 1
         return values[position - 1]
 
-    for name, kind, options in declared(NODE_CLASS_MAPPINGS[class_type]):
+    specs = input_specs(NODE_CLASS_MAPPINGS[class_type])
+    for name, (kind, options, required) in specs.items():
+        if position >= len(values) and not required and (isinstance(kind, list) or kind in VALUE_TYPES):
+            # An optional widget appended after this workflow was saved: the frontend fills in its default.
+            check_widget_value(node_id, class_type, name, kind, options, options.get("default"))
+            continue
         if kind == AUDIO_PLAYER:
             if position < len(values):  # the frontend stores the player's (empty) state on some nodes
                 assert take(name) in (None, ""), f"node {node_id}: player widget '{name}' holds a value"

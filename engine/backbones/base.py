@@ -139,6 +139,11 @@ class Backbone(LoadedModel, ABC):
             raise PAEInputError("model", f"{self.family} '{self.name}' does not read the clip's latent beside the "
                                 "noisy one (SAO-Instruct does); load SAO-Instruct for instruction edits.")
 
+    @property
+    def native_duration_s(self) -> float:
+        """The clip length the model was trained on: the window a long recording is best edited in."""
+        return self.max_duration_s
+
     def duration_limit(self) -> str:
         """The longest clip, for messages: '30 s', '47.55 s'."""
         return f"{self.max_duration_s:.2f}".rstrip("0").rstrip(".") + " s" + self.duration_note

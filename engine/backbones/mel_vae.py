@@ -25,6 +25,7 @@ class MelVAEBackbone(Backbone):
     vocoder: Any
     mel: Any
     duration_note = " (it was trained on 10.24 s clips)"
+    native_duration_s = 10.24
 
     def _read_shapes(self) -> None:
         """Latent and audio geometry from the VAE and vocoder configurations."""

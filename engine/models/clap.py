@@ -17,7 +17,7 @@ import hashlib
 import math
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -227,6 +227,7 @@ class CandidateScores:
     ranked: dict[int, list[int]]      # clip id -> its rows, best first (ties: lower row first)
     fidelity_weight: float
     prompt_from_metadata: bool
+    shared_guidance: float | None = None  # one scale kept for every clip (by the best mean total), or None
 
     @property
     def clips(self) -> list[int]:
@@ -353,12 +354,33 @@ def score_candidates(scorer: ClapScorer, audio: dict[str, Any], prompt: str | No
     )
 
 
+def share_one_scale(scores: CandidateScores) -> CandidateScores:
+    """Keep the same guidance scale for every clip (e.g. every window of a song, so it does not change character from
+    window to window): the scale whose candidates have the best mean total over the clips goes first in each clip."""
+    by_scale: dict[float, list[float]] = {}
+    for row, scale in enumerate(scores.guidance):
+        if scale is None:
+            raise PAEInputError("one_scale_for_all", "the candidates carry no guidance scale (they did not come from "
+                                "an edit run at several scales); turn the option off.")
+        by_scale.setdefault(scale, []).append(scores.total[row])
+    complete = {s: v for s, v in by_scale.items()
+                if {scores.clip_of_row[r] for r in range(len(scores.total)) if scores.guidance[r] == s}
+                == set(scores.clips)}
+    if not complete:
+        raise PAEInputError("one_scale_for_all", "no guidance scale was tried on every clip; turn the option off.")
+    chosen = max(complete, key=lambda s: (sum(complete[s]) / len(complete[s]), -s))
+    ranked = {clip: sorted(rows, key=lambda r: scores.guidance[r] != chosen) for clip, rows in scores.ranked.items()}
+    return replace(scores, ranked=ranked, shared_guidance=chosen)
+
+
 def format_scores(scores: CandidateScores, model_name: str = "") -> str:
     """A readable table of the ranking: one block per clip, one line per candidate, best first."""
     formula = "text" if scores.fidelity is None else f"text + {scores.fidelity_weight:g} x fidelity"
     lines = [f"CLAP Select{f' ({model_name})' if model_name else ''}: score = {formula}"]
     if not scores.prompt_from_metadata:
         lines.append(f'prompt: "{scores.prompts[0]}"')
+    if scores.shared_guidance is not None:
+        lines.append(f"one scale for all clips: guidance {scores.shared_guidance:g} (the best mean total)")
     header = f"{'rank':>4} {'row':>4} {'guidance':>8} {'text':>8} {'fidelity':>8} {'total':>8}"
     for clip in scores.clips:
         rows = scores.ranked[clip]
@@ -387,13 +409,16 @@ def _rows_of(audio: dict[str, Any], waveform: torch.Tensor, rate: int, rows: lis
 
 def select_candidates(scorer: ClapScorer, audio: dict[str, Any], prompt: str | None = "",
                       source_audio: dict[str, Any] | None = None,
-                      fidelity_weight: float = 0.0) -> tuple[dict[str, Any], dict[str, Any], str]:
+                      fidelity_weight: float = 0.0, one_scale_for_all: bool = False,
+                      ) -> tuple[dict[str, Any], dict[str, Any], str]:
     """Keep the CLAP-best candidate of each clip.
 
     Returns (best: one row per clip in ascending clip order, ranked: every row clip by clip with the best first,
     scores: a readable table). Both AUDIO outputs carry the candidate metadata of their rows.
     """
     scores = score_candidates(scorer, audio, prompt, source_audio, fidelity_weight)
+    if one_scale_for_all:
+        scores = share_one_scale(scores)
     waveform, rate = check_audio(audio, "audio")
     best = _rows_of(audio, waveform, rate, scores.best_rows)
     ranked = _rows_of(audio, waveform, rate, scores.ranked_rows)
