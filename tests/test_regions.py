@@ -3,6 +3,8 @@ Split / Join Windows (unedited windows join back to the input; a 3-minute song t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -155,3 +157,51 @@ def test_a_three_minute_song_through_a_windowed_ppae_graph(tiny_backbone):
     (songs,) = JOIN.run(windows=decoded, layout=layout)
     assert songs["sample_rate"] == 16000 and songs["waveform"].shape == (2, 1, 180 * 16000)
     assert torch.isfinite(songs["waveform"]).all() and not torch.equal(songs["waveform"][0], songs["waveform"][1])
+
+
+# ------------------------------------------------------------------------------------------- the workflows
+SONGS = Path(__file__).resolve().parent.parent / "workflows" / "api"
+
+
+def test_the_song_region_workflow_edits_only_its_region(tiny_dirs):
+    from prompt_audio_edit.runner.workflow import execute_workflow, load_api_workflow
+    from prompt_audio_edit.standins.clap import build_tiny_clap
+    from tests.conftest import TINY_MODEL
+    from tests.helpers import tone, write_with_pyav
+
+    if not (tiny_dirs["models"] / "clap" / "tiny-clap" / "config.json").is_file():
+        build_tiny_clap(tiny_dirs["models"] / "clap" / "tiny-clap")
+    write_with_pyav(tiny_dirs["input"] / "example.wav", tone(12.0, 44100, 2), 44100, "wav", "pcm_s16le", "s16")
+    graph = load_api_workflow(SONGS / "ppae_song_region_api.json")
+    assert graph["13"]["inputs"]["end"] - graph["13"]["inputs"]["start"] == 10.0  # 10 s inside the recording
+    graph["2"]["inputs"]["model_name"], graph["8"]["inputs"]["model_name"] = TINY_MODEL, "tiny-clap"
+    graph["4"]["inputs"]["steps"], graph["6"]["inputs"]["guidance_scales"] = 4, "3, 6"
+    results = execute_workflow(graph, NODE_CLASS_MAPPINGS)
+    (pasted,) = results["14"].outputs
+    source = results["1"].outputs[0]["waveform"]
+    fade = round(0.010 * 44100)
+    assert pasted["waveform"].shape == source.shape
+    assert torch.equal(pasted["waveform"][..., :44100 - fade], source[..., :44100 - fade])
+    assert torch.equal(pasted["waveform"][..., 11 * 44100 + fade:], source[..., 11 * 44100 + fade:])
+
+
+@pytest.mark.parametrize("name", ["sao_instruct_song", "ap_timbre_song"])
+def test_the_windowed_song_workflows_return_the_whole_recording(tiny_dirs, name):
+    from prompt_audio_edit.engine.io.audio import read_audio
+    from prompt_audio_edit.runner.workflow import execute_workflow, load_api_workflow
+    from tests.conftest import TINY_MODEL, TINY_SAO_INSTRUCT_SAT
+    from tests.helpers import tone, write_with_pyav
+
+    write_with_pyav(tiny_dirs["input"] / "example.wav", tone(14.0, 48000, 1), 48000, "wav", "pcm_s16le", "s16")
+    graph = load_api_workflow(SONGS / f"{name}_api.json")
+    if name == "sao_instruct_song":
+        graph["2"]["inputs"]["model_name"], graph["4"]["inputs"]["steps"] = TINY_SAO_INSTRUCT_SAT, 3
+    else:
+        graph["2"]["inputs"]["model_name"], graph["6"]["inputs"]["steps"] = TINY_MODEL, 2
+    results = execute_workflow(graph, NODE_CLASS_MAPPINGS)
+    save = next(k for k, v in graph.items() if v["class_type"] == "PAE_SaveAudio")
+    (saved,) = results[save].ui["audio"]
+    audio = read_audio(tiny_dirs["output"] / saved["subfolder"] / saved["filename"])
+    assert audio["sample_rate"] == 48000 and tuple(audio["waveform"].shape) == (1, 1, 14 * 48000)
+    split = next(k for k, v in graph.items() if v["class_type"] == "PAE_SplitWindows")
+    assert results[split].outputs[1].count >= 2

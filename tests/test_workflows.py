@@ -149,12 +149,16 @@ def ui_to_api(ui: dict) -> dict:
         # Every widget keeps a value in widgets_values, linked or not; a seed widget is followed by the frontend's
         # "control after generate" value unless the node turns that off.
         values = iter(node.get("widgets_values") or [])
+        optional = declared.get("optional", {})
         inputs = {}
         for name, spec in specs.items():
             if spec[0] == "AUDIO_UI" or not (isinstance(spec[0], list) or spec[0] in ("INT", "FLOAT", "STRING",
                                                                                       "BOOLEAN")):
                 continue
-            inputs[name] = next(values)
+            value = next(values, StopIteration)
+            if value is StopIteration and name in optional:
+                break  # an optional widget appended after the file was saved: the node's default applies
+            inputs[name] = value
             options = spec[1] if len(spec) > 1 else {}
             if spec[0] == "INT" and options.get("control_after_generate", name in ("seed", "noise_seed")):
                 next(values)
