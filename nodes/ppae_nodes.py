@@ -48,12 +48,17 @@ class DDIMInvert(PAENode):
             "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": False,
                      "tooltip": "Seed of the noise DDPM inversion draws (same seed, same inversion). "
                      "Unused by ddim."}),
+        }, "optional": {
+            "clips_per_call": ("INT", {"default": 0, "min": 0, "max": 1024, "tooltip": "How many clips of the batch "
+                               "(e.g. a song's windows from Split Windows) go through the model at once; memory grows "
+                               "with it. 0: all at once. The result is the same up to float rounding."}),
         }}
 
     def execute(self, model: Any, latent: dict[str, Any], source_prompt: str, method: str = "ddpm",
-                steps: int = 100, guidance: float = 3.0, edit_start: float = 0.5, seed: int = 0) -> tuple:
+                steps: int = 100, guidance: float = 3.0, edit_start: float = 0.5, seed: int = 0,
+                clips_per_call: int = 0) -> tuple:
         return (invert(model, latent, source_prompt, method=method, steps=steps, guidance=guidance,
-                       edit_start=edit_start, seed=seed),)
+                       edit_start=edit_start, seed=seed, clips_per_call=clips_per_call),)
 
 
 class AttentionController(PAENode):

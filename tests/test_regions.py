@@ -205,3 +205,18 @@ def test_the_windowed_song_workflows_return_the_whole_recording(tiny_dirs, name)
     assert audio["sample_rate"] == 48000 and tuple(audio["waveform"].shape) == (1, 1, 14 * 48000)
     split = next(k for k, v in graph.items() if v["class_type"] == "PAE_SplitWindows")
     assert results[split].outputs[1].count >= 2
+
+
+def test_inverting_windows_a_few_at_a_time_gives_the_same_inversion(tiny_backbone):
+    windows, _ = SPLIT.run(audio=recording(7.0, 16000, 1), window=3.0, overlap=1.0)
+    (latent,) = NODE_CLASS_MAPPINGS["PAE_VAEEncode"]().run(model=tiny_backbone, audio=windows)
+    invert = NODE_CLASS_MAPPINGS["PAE_DDIMInvert"]()
+    (whole,) = invert.run(model=tiny_backbone, latent=latent, source_prompt="a dog barking", steps=4)
+    (chunked,) = invert.run(model=tiny_backbone, latent=latent, source_prompt="a dog barking", steps=4,
+                            clips_per_call=1)
+    assert latent["samples"].shape[0] == 3
+    torch.testing.assert_close(chunked.noise, whole.noise, atol=1e-4, rtol=1e-4)
+    assert torch.equal(chunked.trajectory, whole.trajectory)  # the drawn path does not depend on the chunking
+    err = expect_input_error(invert.run, model=tiny_backbone, latent=latent, source_prompt="a dog", steps=4,
+                             clips_per_call=-1)
+    assert str(err).startswith("PAE_DDIMInvert: input 'clips_per_call':")

@@ -35,3 +35,15 @@ def guided_prediction(backbone: Backbone, latents: torch.Tensor, timestep: float
     extra = {} if input_latent is None else {"input_latent": torch.cat([input_latent, input_latent])}
     out = backbone.predict(torch.cat([latents, latents]), timestep, both, **extra).float()
     return guide(*out.chunk(2), scales)
+
+
+def chunked_prediction(backbone: Backbone, latents: torch.Tensor, timestep: float, uncond: TextConditioning,
+                       cond: TextConditioning, scales: torch.Tensor, chunk: int = 0) -> torch.Tensor:
+    """guided_prediction over the batch `chunk` rows at a time (0: all at once): the denoiser's activations are then
+    bounded by the chunk, not by the batch (a song's windows), for the same outputs up to float rounding."""
+    rows = latents.shape[0]
+    if chunk <= 0 or rows <= chunk:
+        return guided_prediction(backbone, latents, timestep, uncond, cond, scales)
+    parts = [guided_prediction(backbone, latents[i:i + chunk], timestep, uncond.rows(slice(i, i + chunk)),
+                               cond.rows(slice(i, i + chunk)), scales[i:i + chunk]) for i in range(0, rows, chunk)]
+    return torch.cat(parts)

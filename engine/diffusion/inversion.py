@@ -20,7 +20,7 @@ from ..backbones.base import Backbone, refuse_audio_prompt
 from ..core.errors import PAEInputError
 from ..core.checks import check_guidance, check_seed, check_steps, clean_prompt, cpu_generator
 from ..core.latent import latent_info
-from .guidance import encode_prompts, guided_prediction
+from .guidance import chunked_prediction, encode_prompts
 from .steps import StepSchedule, ddpm_sigma, noised, solver_step, split_prediction
 
 INVERSION_METHODS = ("ddpm", "ddim")
@@ -79,8 +79,9 @@ def _check_settings(steps: int, skip_fraction: float, guidance: float, method: s
 
 @torch.no_grad()
 def invert(backbone: Backbone, latent: dict[str, Any], prompt: str, *, method: str = "ddpm", steps: int = 100,
-           guidance: float = 3.0, edit_start: float = 0.5, seed: int = 0) -> Inversion:
-    """Invert a LATENT batch with the source prompt; the result feeds any number of edits."""
+           guidance: float = 3.0, edit_start: float = 0.5, seed: int = 0, clips_per_call: int = 0) -> Inversion:
+    """Invert a LATENT batch with the source prompt; the result feeds any number of edits. clips_per_call bounds
+    how many clips (e.g. a song's windows) go through the denoiser at once (0: all)."""
     info = latent_info(latent, backbone.family, backbone.latent_channels)
     refuse_audio_prompt(backbone, "inversion")
     prompt = clean_prompt(prompt)
@@ -97,19 +98,25 @@ def invert(backbone: Backbone, latent: dict[str, Any], prompt: str, *, method: s
     conditioning = encode_prompts(backbone, [""] * batch + [prompt] * batch, "source_prompt")
     uncond, cond = conditioning.rows(slice(0, batch)), conditioning.rows(slice(batch, 2 * batch))
     scales = torch.full((batch,), float(guidance), device=device)
+    if not 0 <= int(clips_per_call) <= 1024:
+        raise PAEInputError("clips_per_call", f"{clips_per_call}: use 0 (all clips at once) or 1..1024.")
+
+    def predict(x: torch.Tensor, t: float) -> torch.Tensor:
+        return chunked_prediction(backbone, x, t, uncond, cond, scales, int(clips_per_call))
+
     run = list(range(skip, steps))
     with bridge.Progress(len(run), f"{method.upper()} inversion") as progress:
         if method == "ddpm":
-            trajectory, noise = _invert_ddpm(backbone, x0, schedule, run, uncond, cond, scales, seed, progress)
+            trajectory, noise = _invert_ddpm(predict, x0, schedule, run, seed, progress)
         else:
-            trajectory, noise = _invert_ddim(backbone, x0, schedule, run, uncond, cond, scales, progress)
+            trajectory, noise = _invert_ddim(predict, x0, schedule, run, progress)
     return Inversion(method=method, family=backbone.family, model=backbone.name, prompt=prompt,
                      guidance=float(guidance), steps=int(steps), skip=skip, seed=int(seed), schedule=schedule,
                      start=trajectory[0].cpu(), trajectory=trajectory.cpu(),
                      noise=None if noise is None else noise.cpu(), latent=info)
 
 
-def _invert_ddpm(backbone, x0, schedule, run, uncond, cond, scales, seed, progress):
+def _invert_ddpm(predict, x0, schedule, run, seed, progress):
     # x_t ~ q(x_t | x_0) drawn independently per step, from a CPU generator so a seed means the same on any device.
     generator = cpu_generator(seed)
     path = []
@@ -122,7 +129,7 @@ def _invert_ddpm(backbone, x0, schedule, run, uncond, cond, scales, seed, progre
     previous = None
     for n, i in enumerate(run):
         t, alpha, alpha_prev = schedule.timesteps[i], schedule.alphas[i], schedule.alphas_prev[i]
-        output = guided_prediction(backbone, path[n], t, uncond, cond, scales)
+        output = predict(path[n], t)
         mean, state = solver_step(output, path[n], alpha, alpha_prev, ddpm_sigma(alpha, alpha_prev),
                                   schedule.prediction_type, previous)
         previous = state if schedule.multistep else None
@@ -131,13 +138,13 @@ def _invert_ddpm(backbone, x0, schedule, run, uncond, cond, scales, seed, progre
     return torch.stack(path), torch.stack(noise)
 
 
-def _invert_ddim(backbone, x0, schedule, run, uncond, cond, scales, progress):
+def _invert_ddim(predict, x0, schedule, run, progress):
     # Walk the schedule backwards: from x_0 up to the first edit step, using ε̂(x, t_next) as null-text inversion does.
     x = x0
     path = [x0]
     for i in reversed(run):
         t, alpha, alpha_prev = schedule.timesteps[i], schedule.alphas[i], schedule.alphas_prev[i]
-        output = guided_prediction(backbone, x, t, uncond, cond, scales)
+        output = predict(x, t)
         # The model reads x as if at t; convert with the ᾱ at t so v-prediction is handled too.
         eps, _ = split_prediction(output, x, alpha, schedule.prediction_type)
         pred_x0 = (x - (1.0 - alpha_prev) ** 0.5 * eps) / alpha_prev ** 0.5

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..core.errors import PAEInputError
-from ..io.audio import check_audio, make_audio, resample, to_channels
+from ..io.audio import check_audio, check_seconds, make_audio, resample, to_channels
 
 MAX_WINDOWS = 4096
 
@@ -51,24 +51,14 @@ class Windows:
         return self.window - self.hop
 
 
-def _seconds(value: Any, input_name: str) -> float:
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        raise PAEInputError(input_name, f"'{value}' is not a number of seconds.") from None
-    if not math.isfinite(seconds) or seconds < 0:
-        raise PAEInputError(input_name, f"must be a finite number of seconds >= 0, got {value}.")
-    return seconds
-
-
 def cut_region(audio: dict[str, Any], start: float, end: float, context: float = 0.0,
                max_seconds: float | None = None) -> tuple[dict[str, Any], Region]:
     """AUDIO [start − context, end + context) of every clip and where it came from; context is clamped to the file
     and, when max_seconds (the model's window) is given, so that region plus context fits it."""
     waveform, rate = check_audio(audio, "audio")
     total = waveform.shape[-1]
-    first = int(round(_seconds(start, "start") * rate))
-    last = int(round(_seconds(end, "end") * rate))
+    first = int(round(check_seconds(start, "start") * rate))
+    last = int(round(check_seconds(end, "end") * rate))
     if last <= first:
         raise PAEInputError("end", f"end ({end:g} s) must be after start ({start:g} s).")
     if first >= total:
@@ -76,7 +66,7 @@ def cut_region(audio: dict[str, Any], start: float, end: float, context: float =
     if last > total:
         raise PAEInputError("end", f"end {end:g} s is past the end of the recording ({total / rate:.3f} s); the "
                             "region must lie inside it.")
-    pad = int(round(_seconds(context, "context") * rate))
+    pad = int(round(check_seconds(context, "context") * rate))
     if max_seconds is not None:
         room = int(math.floor(max_seconds * rate)) - (last - first)
         if room < 0:
@@ -127,7 +117,7 @@ def paste_region(original: dict[str, Any], edited: dict[str, Any], region: Any, 
     span = region.cut_end - region.cut_start
     edit = _in_original_format(edited, rate, region.channels, span)
     per_clip = _rows_per_clip(edit.shape[0], region.clips, "edited")
-    half = int(round(_seconds(crossfade_ms, "crossfade") / 1000.0 * rate / 2))
+    half = int(round(check_seconds(crossfade_ms, "crossfade") / 1000.0 * rate / 2))
     lo, hi = region.start - region.cut_start, region.end - region.cut_start  # the region inside the cut
     # Each fade is centred on its boundary: `before` samples of context outside the region, `inside` within it.
     before_in, inside_in = min(half, lo), min(half, (hi - lo) // 2)
@@ -159,11 +149,11 @@ def split_windows(audio: dict[str, Any], window: float, overlap: float = 1.0) ->
     """Every clip as overlapping windows of `window` seconds (hop = window − overlap), one AUDIO batch, clip-major;
     the last window of a clip is zero-padded to the full length."""
     waveform, rate = check_audio(audio, "audio")
-    size = int(round(_seconds(window, "window") * rate))
+    size = int(round(check_seconds(window, "window") * rate))
     if size < 1:
         raise PAEInputError("window", f"{window:g} s holds no sample at {rate} Hz; use a window of a few seconds "
                             "(the model's own length, e.g. 10.24 s for AudioLDM2).")
-    shared = int(round(_seconds(overlap, "overlap") * rate))
+    shared = int(round(check_seconds(overlap, "overlap") * rate))
     if shared >= size:
         raise PAEInputError("overlap", f"{overlap:g} s must be shorter than the window ({window:g} s).")
     total = waveform.shape[-1]
