@@ -103,6 +103,8 @@ def test_every_workflow_runs_through_server_mode(comfyui, api_path, tmp_path, ca
             node["inputs"]["duration"] = 3.0
         if node["class_type"] == "PAE_MusicGenEdit":
             node["inputs"]["duration"] = 2.0
+        if node["class_type"] == "PAE_CutRegion":  # a region inside the shortened clip
+            node["inputs"].update(start=1.0, end=2.0)
     workflow = tmp_path / api_path.name
     workflow.write_text(json.dumps(graph))
     code = pae(["run", str(workflow), "--server", comfyui["url"], "--input-dir", str(comfyui["base"] / "input"),
