@@ -220,3 +220,39 @@ def test_inverting_windows_a_few_at_a_time_gives_the_same_inversion(tiny_backbon
     err = expect_input_error(invert.run, model=tiny_backbone, latent=latent, source_prompt="a dog", steps=4,
                              clips_per_call=-1)
     assert str(err).startswith("PAE_DDIMInvert: input 'clips_per_call':")
+
+
+def test_an_edit_of_many_windows_reports_one_progress_of_windows_times_steps(tiny_backbone, monkeypatch):
+    from prompt_audio_edit.engine.core import bridge
+
+    bars = []
+
+    class Recorder:
+        def __init__(self, total, description=""):
+            self.total, self.done = total, 0
+            bars.append(self)
+
+        def step(self, n=1):
+            self.done += n
+
+        def close(self):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.close()
+
+    windows, _ = SPLIT.run(audio=recording(7.0, 16000, 1), window=3.0, overlap=1.0)
+    (latent,) = NODE_CLASS_MAPPINGS["PAE_VAEEncode"]().run(model=tiny_backbone, audio=windows)
+    (inversion,) = NODE_CLASS_MAPPINGS["PAE_DDIMInvert"]().run(model=tiny_backbone, latent=latent,
+                                                               source_prompt="a dog barking", steps=4)
+    (edit,) = NODE_CLASS_MAPPINGS["PAE_AttentionController"]().run(source_prompt="a dog barking",
+                                                                    target_prompt="a cat barking")
+    monkeypatch.setattr(bridge, "Progress", Recorder)
+    NODE_CLASS_MAPPINGS["PAE_Fuser"]().run(model=tiny_backbone, inversion=inversion, attention_edit=edit,
+                                           guidance_scales="3", attention_maps=False)
+    NODE_CLASS_MAPPINGS["PAE_PromptEdit"]().run(model=tiny_backbone, inversion=inversion, target_prompt="a cat",
+                                                guidance_scales="3")
+    assert [(bar.total, bar.done) for bar in bars] == [(3 * 2, 3 * 2), (3 * 2, 3 * 2)]

@@ -77,10 +77,11 @@ def _stream_mappings(backbone: Backbone, edit: AttentionEdit, conditioning, sour
 def run_branches(backbone: Backbone, inversion: Inversion, clip: int, target_prompt: str, scales: list[float],
                  edit: AttentionEdit | None = None, schedule: FusionSchedule | None = None,
                  blend_threshold: float = 0.0, blend_start: float = DEFAULT_BLEND_START,
-                 preview: bool = False, prompt_input: str = "attention_edit",
+                 preview: bool = False, prompt_input: str = "attention_edit", progress: Any = None,
                  ) -> tuple[torch.Tensor, list[tuple[str, torch.Tensor]]]:
     """Denoise one clip's K target branches from its inversion (with the edit, when given); returns [K, C, T', F'].
-    prompt_input names the node input a prompt the text encoder refuses came from."""
+    prompt_input names the node input a prompt the text encoder refuses came from; progress, a bridge.Progress
+    shared by every clip of a batch (clips x steps), else one of this clip's own."""
     device = backbone.device
     count = len(scales)
     steps = inversion.edit_steps
@@ -122,7 +123,9 @@ def run_branches(backbone: Backbone, inversion: Inversion, clip: int, target_pro
     control = attention_control(backbone.denoiser, backbone.cross_attention_sites(), controller) \
         if controller is not None else contextlib.nullcontext()
     history = {"targets": None, "source": None}  # each branch's previous x̂0 for a multistep solver
-    with bridge.Progress(steps, "PPAE edit") as progress, control:
+    shared = progress is not None
+    progress = progress if shared else bridge.Progress(steps, "PPAE edit")
+    with control, contextlib.nullcontext() if shared else progress:
         for n in range(steps):
             t, alpha, alpha_prev = inversion.step(n)
             sigma = inversion.sigma(n)
@@ -198,10 +201,13 @@ def fuse_edit(backbone: Backbone, inversion: Any, edit: Any, *, guidance_scales:
         raise PAEInputError("blend_start", f"{blend_start:g} is not a fraction of the steps; use 0..1.")
     backbone.activate()
     samples, maps = [], []
-    for clip in range(inversion.start.shape[0]):
-        latents, clip_maps = run_branches(backbone, inversion, clip, edit.target_prompt, scales, edit, schedule,
-                                          local_blend, blend_start, preview=attention_maps and clip == 0)
-        samples.append(latents)
-        maps = maps or clip_maps
+    clips = inversion.start.shape[0]
+    with bridge.Progress(clips * inversion.edit_steps, "PPAE edit") as progress:  # windows x steps for a song
+        for clip in range(clips):
+            latents, clip_maps = run_branches(backbone, inversion, clip, edit.target_prompt, scales, edit, schedule,
+                                              local_blend, blend_start, preview=attention_maps and clip == 0,
+                                              progress=progress)
+            samples.append(latents)
+            maps = maps or clip_maps
     latent = candidates_latent(inversion, torch.cat(samples), scales, edit.target_prompt)
     return latent, attention_map_images(maps, backbone.attention_grid(tuple(inversion.start.shape)))

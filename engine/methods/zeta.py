@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ..backbones.base import Backbone
+from ..core import bridge
 from ..core.checks import clean_prompt
 from ..core.errors import PAEInputError
 from .ppae import candidates_latent, check_inversion, parse_guidance_scales, run_branches
@@ -33,6 +34,8 @@ def prompt_edit(backbone: Backbone, inversion: Any, target_prompt: str,
         raise PAEInputError("target_prompt", "describe what the clip should become, e.g. 'a cat meowing in the rain'.")
     scales = parse_guidance_scales(guidance_scales) if isinstance(guidance_scales, str) else list(guidance_scales)
     backbone.activate()
-    samples = torch.cat([run_branches(backbone, inversion, b, target_prompt, scales, prompt_input="target_prompt")[0]
-                         for b in range(inversion.start.shape[0])])
+    clips = inversion.start.shape[0]
+    with bridge.Progress(clips * inversion.edit_steps, "ZETA edit") as progress:  # clips x steps
+        samples = torch.cat([run_branches(backbone, inversion, b, target_prompt, scales, prompt_input="target_prompt",
+                                          progress=progress)[0] for b in range(clips)])
     return candidates_latent(inversion, samples, scales, target_prompt)
