@@ -125,6 +125,8 @@ def test_split_needs_a_window_or_a_model(tiny_backbone):
     assert layout.window == round(tiny_backbone.native_duration_s * 16000)
     err = expect_input_error(SPLIT.run, audio=recording(3.0, 16000, 1), window=2.0, overlap=2.0)
     assert str(err).startswith("PAE_SplitWindows: input 'overlap':")
+    err = expect_input_error(SPLIT.run, audio=recording(3.0, 16000, 1), window=1e9, overlap=1.0)
+    assert str(err).startswith("PAE_SplitWindows: input 'window':")  # refused, not a 10^9 s zero-padded window
 
 
 def test_one_scale_for_all_picks_the_best_mean_and_per_window_picks_each_best():

@@ -113,7 +113,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
 def output_target(output_dir: str | os.PathLike, filename_prefix: str,
                   input_name: str = "filename_prefix") -> tuple[Path, str, str]:
     """(folder, file stem, subfolder relative to output_dir) of a save prefix such as 'audio/edit', inside it."""
-    prefix = check_name(str(filename_prefix).strip().replace("\\", "/"), input_name, "filename prefix")
+    prefix = str(filename_prefix).strip().replace("\\", "/")  # resolve_inside checks the name itself
     if not prefix or prefix.endswith("/"):
         raise PAEInputError(input_name, "the filename prefix needs a file name part, e.g. 'audio/edit'.")
     root = Path(os.path.realpath(output_dir))

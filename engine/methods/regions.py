@@ -18,6 +18,7 @@ from ..core.errors import PAEInputError
 from ..io.audio import check_audio, check_seconds, make_audio, resample, to_channels
 
 MAX_WINDOWS = 4096
+MAX_WINDOW_SECONDS = 600.0  # the Split Windows widget's maximum: no model takes a longer clip
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,10 @@ def split_windows(audio: dict[str, Any], window: float, overlap: float = 1.0) ->
     """Every clip as overlapping windows of `window` seconds (hop = window − overlap), one AUDIO batch, clip-major;
     the last window of a clip is zero-padded to the full length."""
     waveform, rate = check_audio(audio, "audio")
-    size = int(round(check_seconds(window, "window") * rate))
+    if check_seconds(window, "window") > MAX_WINDOW_SECONDS:
+        raise PAEInputError("window", f"{window:g} s is longer than any model's window; use at most "
+                            f"{MAX_WINDOW_SECONDS:g} s (0 takes the linked model's own length).")
+    size = int(round(window * rate))
     if size < 1:
         raise PAEInputError("window", f"{window:g} s holds no sample at {rate} Hz; use a window of a few seconds "
                             "(the model's own length, e.g. 10.24 s for AudioLDM2).")
