@@ -40,11 +40,11 @@ def _run(config: str, args: dict, queue) -> None:
 
     def once() -> None:
         windows, layout = split_windows(song, backbone.native_duration_s, 1.0)
-        latent = vae_encode(backbone, windows)
+        latent = vae_encode(backbone, windows, args["clips_per_call"])
         inversion = invert(backbone, latent, source, steps=args["steps"], edit_start=0.5,
                            clips_per_call=args["clips_per_call"])
         edited, _ = fuse_edit(backbone, inversion, spec, guidance_scales=[10.0], attention_maps=False)
-        join_windows(vae_decode(backbone, edited), layout)
+        join_windows(vae_decode(backbone, edited, clips_per_call=args["clips_per_call"]), layout)
 
     elapsed = median_time(once, args["repeats"], backbone.device)
     queue.put((config, elapsed, peak_mib(backbone.device)))
@@ -53,7 +53,8 @@ def _run(config: str, args: dict, queue) -> None:
 def main() -> None:
     parser = bench_parser(seconds=0.0, steps=4, steps_help="whole schedule; the edit runs the second half")
     parser.add_argument("--lengths", type=float, nargs="+", default=[30.0, 60.0, 180.0])
-    parser.add_argument("--clips-per-call", type=int, default=0, help="Invert's chunk of windows (0: all at once)")
+    parser.add_argument("--clips-per-call", type=int, default=0,
+                        help="windows per model call in VAE Encode, Invert and VAE Decode (0: all at once)")
     args = parser.parse_args()
     from prompt_audio_edit.standins.audioldm2 import build_tiny_audioldm2
 
@@ -64,7 +65,7 @@ def main() -> None:
     counts = [1 + max(0, math.ceil((length - 10.24) / 9.24)) for length in args.lengths]
     per_window = [results[c][0] / n for c, n in zip(configs, counts)]
     print_results(f"windowed PPAE edit, AudioLDM2-size UNet, 10.24 s windows with 1 s overlap, {args.steps} steps "
-                  f"(edit from the middle), 1 guidance scale, inversion {args.clips_per_call or 'all'} window(s) "
+                  f"(edit from the middle), 1 guidance scale, {args.clips_per_call or 'all'} window(s) "
                   f"per call, device {args.device}", results, args.device,
                   [f"windows: {', '.join(f'{c}: {n}' for c, n in zip(configs, counts))}",
                    f"seconds per window: {', '.join(f'{c}: {s:.2f}' for c, s in zip(configs, per_window))}"])

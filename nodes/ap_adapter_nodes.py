@@ -7,7 +7,7 @@ from typing import Any
 from ..engine.core import bridge
 from ..engine.methods.ap_adapter import AP_TASKS, MAX_SCALE, ap_task_settings, apply_ap_adapter, load_ap_adapter
 from ..engine.core.loading import list_model_files
-from ..engine.models.audiomae import POOLING_RATES
+from ..engine.models.audiomae import POOLING_RATES, STEREO_READINGS
 from .base import PAE_AP_ADAPTER, PAE_MODEL, PAENode
 
 _POOLING_TOOLTIP = ("ω, the AudioMAE pooling rate: 1, 2, 4 or 8 (512, 128, 32 or 8 audio tokens of the clip's 64 x 8 "
@@ -113,8 +113,13 @@ class APAdapterApply(PAENode):
                       "sampling steps after which the audio prompt starts acting (0 = from the first step)."}),
             "end": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "Fraction of the "
                     "sampling steps after which it stops (1 = to the last step)."}),
+        }, "optional": {
+            "stereo": (list(STEREO_READINGS), {"default": "first channel", "tooltip": "What AudioMAE hears of a "
+                       "stereo prompt. first channel: the reference's (the mean of both channels removed, then "
+                       "Kaldi's fbank reads the left channel). mean of channels: a downmix, so a part panned right "
+                       "is heard too. Mono prompts are the same either way."}),
         }}
 
     def execute(self, model: Any, ap_adapter: Any, audio: dict[str, Any], scale: float = 0.5, pooling: int = 2,
-                start: float = 0.0, end: float = 1.0) -> tuple:
-        return (apply_ap_adapter(model, ap_adapter, audio, scale, pooling, start, end),)
+                start: float = 0.0, end: float = 1.0, stereo: str = "first channel") -> tuple:
+        return (apply_ap_adapter(model, ap_adapter, audio, scale, pooling, start, end, stereo),)

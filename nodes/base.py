@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..engine.core.checks import MAX_CLIPS_PER_CALL
 from ..engine.core.errors import PAEInputError
 
 CATEGORY = "audio/edit"
@@ -18,6 +19,14 @@ PAE_REGION = "PAE_REGION"          # where a cut region came from in its recordi
 PAE_WINDOWS = "PAE_WINDOWS"        # how a recording was split into overlapping windows
 # ComfyUI's frontend widget that plays audio; its upload button and result player need it on the node.
 AUDIO_PLAYER = "AUDIO_UI"
+
+
+
+def clips_per_call_input(what: str) -> tuple[str, dict[str, Any]]:
+    """The optional chunk-size widget of every node that runs a model over a batch (one name, one meaning)."""
+    return ("INT", {"default": 0, "min": 0, "max": MAX_CLIPS_PER_CALL, "tooltip": "How many clips of the batch "
+                    f"(e.g. a song's windows from Split Windows) go through the {what} at once; memory grows with it. "
+                    "0: all at once. The result is the same up to float rounding."})
 
 
 class PAENode:

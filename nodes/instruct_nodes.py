@@ -7,7 +7,7 @@ from typing import Any
 from ..engine.core import bridge
 from ..engine.methods.instruct import (DEFAULT_GUIDANCE, DEFAULT_NOISE_LEVEL, DEFAULT_STEPS, MAX_ROWS, instruct_edit,
                                list_instruct_models, load_instruct_model)
-from .base import PAE_MODEL, PAENode
+from .base import PAE_MODEL, PAENode, clips_per_call_input
 
 
 class LoadSAOInstruct(PAENode):
@@ -73,10 +73,14 @@ class InstructEdit(PAENode):
                            "instruction (seed, seed+1, ...): several takes of the same edit."}),
             "negative": ("STRING", {"multiline": True, "default": "", "tooltip": "Optional negative prompt, e.g. "
                          "'Low quality'. Empty = Stable Audio's unconditional (every text and timing key zero)."}),
+        }, "optional": {
+            "clips_per_call": clips_per_call_input("DiT"),
         }}
 
     def execute(self, model: Any, latent: dict[str, Any], instruction: str, seed: int = 0,
                 steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE,
-                noise_level: float = DEFAULT_NOISE_LEVEL, batch_size: int = 1, negative: str = "") -> tuple:
+                noise_level: float = DEFAULT_NOISE_LEVEL, batch_size: int = 1, negative: str = "",
+                clips_per_call: int = 0) -> tuple:
         return (instruct_edit(model, latent, instruction, negative=negative, steps=steps, guidance=guidance,
-                              noise_level=noise_level, seed=seed, batch_size=batch_size),)
+                              noise_level=noise_level, seed=seed, batch_size=batch_size,
+                              clips_per_call=clips_per_call),)

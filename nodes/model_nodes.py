@@ -7,7 +7,7 @@ from typing import Any
 from ..engine.core import bridge
 from ..engine.backbones.registry import DIFFUSION_KINDS, list_models, load_backbone
 from ..engine.diffusion.vae import DECODE_RATES, vae_decode, vae_encode
-from .base import PAE_MODEL, PAENode
+from .base import PAE_MODEL, PAENode, clips_per_call_input
 
 
 class LoadModel(PAENode):
@@ -50,18 +50,22 @@ class VAEEncode(PAENode):
         return {"required": {
             "model": (PAE_MODEL, {"tooltip": "The backbone from Load Audio Model."}),
             "audio": ("AUDIO", {"tooltip": "Clips to encode, any rate and channel count, up to the model's "
-                      "length limit (AudioLDM2: 30 s, Stable Audio Open: 47.55 s)."}),
+                      "length limit (AudioLDM2: 30 s). Stable Audio takes any length, encoded in overlapping "
+                      "47.55 s tiles, but its DiT edits one window: split a song with Split Windows first."}),
+        }, "optional": {
+            "clips_per_call": clips_per_call_input("VAE"),
         }}
 
-    def execute(self, model: Any, audio: dict[str, Any]) -> tuple:
-        return (vae_encode(model, audio),)
+    def execute(self, model: Any, audio: dict[str, Any], clips_per_call: int = 0) -> tuple:
+        return (vae_encode(model, audio, clips_per_call),)
 
 
 class VAEDecode(PAENode):
     NODE_ID = "PAE_VAEDecode"
     DISPLAY_NAME = "VAE Decode Audio (PAE)"
     DESCRIPTION = ("Decodes a latent back to audio through the model's VAE and vocoder, trimmed to the encoded "
-                   "length and restored to the encoded level.")
+                   "length and restored to the encoded level. A Stable Audio latent longer than 47.55 s (e.g. from "
+                   "core's VAE Encode Audio) is decoded in overlapping tiles, as core's tiled audio decode does.")
     RETURN_TYPES = ("AUDIO",)
     OUTPUT_TOOLTIPS = ("The decoded clips.",)
 
@@ -73,7 +77,10 @@ class VAEDecode(PAENode):
             "sample_rate": (list(DECODE_RATES), {"default": "source", "tooltip": "source: back to the encoded "
                             "clip's sample rate and channel count (mono output duplicated), so it lines up with "
                             "the original; model: the model's own rate (AudioLDM2: 16 kHz mono)."}),
+        }, "optional": {
+            "clips_per_call": clips_per_call_input("VAE and vocoder"),
         }}
 
-    def execute(self, model: Any, latent: dict[str, Any], sample_rate: str = "source") -> tuple:
-        return (vae_decode(model, latent, sample_rate),)
+    def execute(self, model: Any, latent: dict[str, Any], sample_rate: str = "source",
+                clips_per_call: int = 0) -> tuple:
+        return (vae_decode(model, latent, sample_rate, clips_per_call),)

@@ -10,7 +10,7 @@ from ..engine.methods.ppae import DEFAULT_BLEND_START, fuse_edit
 from ..engine.methods.zeta import prompt_edit
 from ..engine.attention.schedule import SCHEDULE_KINDS, FusionSchedule
 from ..engine.diffusion.inversion import INVERSION_METHODS, invert
-from .base import PAE_ATTENTION_EDIT, PAE_INVERSION, PAE_MODEL, PAENode
+from .base import PAE_ATTENTION_EDIT, PAE_INVERSION, PAE_MODEL, PAENode, clips_per_call_input
 
 _DEFAULT_SCHEDULE = FusionSchedule()
 
@@ -49,9 +49,7 @@ class DDIMInvert(PAENode):
                      "tooltip": "Seed of the noise DDPM inversion draws (same seed, same inversion). "
                      "Unused by ddim."}),
         }, "optional": {
-            "clips_per_call": ("INT", {"default": 0, "min": 0, "max": 1024, "tooltip": "How many clips of the batch "
-                               "(e.g. a song's windows from Split Windows) go through the model at once; memory grows "
-                               "with it. 0: all at once. The result is the same up to float rounding."}),
+            "clips_per_call": clips_per_call_input("denoiser"),
         }}
 
     def execute(self, model: Any, latent: dict[str, Any], source_prompt: str, method: str = "ddpm",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..engine.diffusion.sampling import MAX_BATCH, sample
-from .base import PAE_MODEL, PAENode
+from .base import PAE_MODEL, PAENode, clips_per_call_input
 
 
 class Sample(PAENode):
@@ -44,10 +44,11 @@ class Sample(PAENode):
                         "structure). Without a latent it must be 1."}),
         }, "optional": {
             "latent": ("LATENT", {"tooltip": "A clip's latent from VAE Encode Audio to start from (optional)."}),
+            "clips_per_call": clips_per_call_input("denoiser"),
         }}
 
     def execute(self, model: Any, positive: str, negative: str = "", seed: int = 0, steps: int = 50,
                 guidance: float = 3.5, batch_size: int = 1, seconds: float = 10.0, denoise: float = 1.0,
-                latent: dict[str, Any] | None = None) -> tuple:
+                latent: dict[str, Any] | None = None, clips_per_call: int = 0) -> tuple:
         return (sample(model, positive, negative, steps=steps, guidance=guidance, seed=seed, batch_size=batch_size,
-                       seconds=seconds, latent=latent, denoise=denoise),)
+                       seconds=seconds, latent=latent, denoise=denoise, clips_per_call=clips_per_call),)

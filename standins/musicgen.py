@@ -33,7 +33,9 @@ def build_tiny_musicgen(folder: str | os.PathLike, *, seed: int = 0, max_seconds
     decoder_config = MusicgenMelodyDecoderConfig if melody else MusicgenDecoderConfig
     decoder = decoder_config(vocab_size=_CODEBOOK, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                              ffn_dim=64, num_codebooks=codec.num_quantizers, max_position_embeddings=256,
-                             pad_token_id=_CODEBOOK, bos_token_id=_CODEBOOK, decoder_start_token_id=_CODEBOOK)
+                             pad_token_id=_CODEBOOK, bos_token_id=_CODEBOOK, decoder_start_token_id=_CODEBOOK,
+                             initializer_factor=0.3)
+    # initializer_factor 0.3 (transformers: 0.02): logits far from uniform, so an attention edit changes tokens.
     torch.manual_seed(seed)
     if melody:
         model = MusicgenMelodyForConditionalGeneration(MusicgenMelodyConfig(
@@ -41,6 +43,13 @@ def build_tiny_musicgen(folder: str | os.PathLike, *, seed: int = 0, max_seconds
     else:
         model = MusicgenForConditionalGeneration(MusicgenConfig(text_encoder=text, audio_encoder=codec,
                                                                 decoder=decoder))
+    # EnCodec's codebooks start all-zero (they are learned by k-means in training): every code would then decode to
+    # the same audio and a test on decoded audio could not see the tokens. Random entries make audio follow codes.
+    with torch.no_grad():
+        for layer in model.audio_encoder.quantizer.layers:
+            layer.codebook.embed.normal_()
+            layer.codebook.embed_avg.copy_(layer.codebook.embed)
+            layer.codebook.cluster_size.fill_(1.0)
     generation = model.generation_config
     generation.pad_token_id = generation.decoder_start_token_id = generation.bos_token_id = _CODEBOOK
     generation.max_length = int(max_seconds * codec.frame_rate)

@@ -112,6 +112,26 @@ def test_long_clips_are_cut_to_1024_frames_and_other_rates_are_resampled():
     assert stereo_44k.shape == (1, 1024, 128) and torch.isfinite(stereo_44k).all()
 
 
+def test_a_stereo_prompt_is_read_from_its_first_channel_as_the_reference_or_downmixed_by_choice():
+    t = torch.arange(32000) / 16000
+    left, right = 0.3 * torch.sin(2 * torch.pi * 440 * t) + 0.05, 0.2 * torch.sin(2 * torch.pi * 1250 * t) - 0.02
+    stereo = {"waveform": torch.stack([left, right])[None], "sample_rate": 16000}
+    first = audiomae.audio_features(stereo)
+    # The reference: the mean over both channels and all samples removed, then channel 0 alone.
+    shifted = left - torch.stack([left, right]).double().mean().float()
+    expected = torch.from_numpy(audiomae.kaldi_fbank(shifted.double().numpy()))
+    expected = (expected - audiomae.AUDIOSET_MEAN) / (2 * audiomae.AUDIOSET_STD)
+    torch.testing.assert_close(first[0, :expected.shape[0]].double(), expected.double(), atol=5e-4, rtol=1e-4)
+    mean = audiomae.audio_features(stereo, stereo="mean of channels")
+    downmix = audiomae.audio_features({"waveform": ((left + right) / 2)[None, None], "sample_rate": 16000})
+    torch.testing.assert_close(mean, downmix, atol=5e-4, rtol=1e-4)
+    assert (first - mean).abs().max() > 0.1
+    mono = {"waveform": left[None, None], "sample_rate": 16000}
+    assert torch.equal(audiomae.audio_features(mono), audiomae.audio_features(mono, stereo="mean of channels"))
+    with pytest.raises(PAEInputError, match="stereo"):
+        audiomae.audio_features(stereo, stereo="right")
+
+
 @pytest.mark.parametrize("rate,tokens", [(1, 512), (2, 128), (4, 32), (8, 8)])
 def test_token_counts_per_pooling_rate_for_a_10_24_s_input(adapter, rate, tokens):
     out = adapter.encoder.audio_tokens(prompt_clip(10.24), rate)
@@ -192,7 +212,7 @@ def test_processors_are_restored_after_an_error_mid_run(adapter, tiny_backbone, 
         seen.append(type(tiny_backbone.denoiser.attn_processors[next(iter(adapter.weights.layers))]).__name__)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("prompt_audio_edit.engine.diffusion.sampling.guided_prediction", fail)
+    monkeypatch.setattr("prompt_audio_edit.engine.diffusion.sampling.chunked_prediction", fail)
     with pytest.raises(KeyboardInterrupt):
         generate(adapted)
     assert seen == ["AudioPromptProcessor"]
@@ -251,6 +271,10 @@ def test_batches_pair_prompt_clips_with_their_rows(adapter, tiny_backbone):
     # Same noise (same seed and batch shape): rows of clip a agree, rows of clip b follow their own prompt.
     assert torch.allclose(rows_pair[:2], rows_same[:2], atol=1e-5)
     assert not torch.allclose(rows_pair[2:], rows_same[2:], atol=1e-3)
+    # One row per denoiser call (a long batch in chunks): each row still hears its own clip (a wrong pairing would
+    # move rows by ~2.5; chunks change only float rounding, amplified by guidance 7.5 to ~1e-4).
+    chunked = generate(pair, batch_size=2, clips_per_call=1)
+    torch.testing.assert_close(chunked, rows_pair, atol=5e-4, rtol=1e-3)
 
 
 # ------------------------------------------------------------------------------------------ sampler

@@ -33,13 +33,16 @@ def test_identity_edits_reproduce_the_source_token_for_token(musicgen, mode, kwa
     assert controller.recording.changes  # the target's maps were edited (self-attention follows the source)
 
 
-def test_alpha_one_without_self_injection_is_a_plain_generation_of_the_target(musicgen):
+def test_attention_lerp_at_alpha_one_is_a_plain_generation_of_the_target(musicgen):
     target = "rock guitar solo with drums"
-    codes, _ = run(musicgen, "replace", target, EditGenSettings(fixed_alpha=1.0), self_window=0.0)
+    codes, _ = run(musicgen, "replace", target, EditGenSettings(modifier="attention lerp", fixed_alpha=1.0))
     plain = musicgen.generate_codes([target], 0.4, SAMPLING, seed=11, noise_groups=[0])
     assert torch.equal(codes[1], plain[0])
     source_alone = musicgen.generate_codes([SOURCE], 0.4, SAMPLING, seed=11, noise_groups=[0])
     assert torch.equal(codes[0], source_alone[0])  # the source row is never edited
+    # The default (self-attention lerp, α = 1 everywhere) copies the source's self-attention: other tokens.
+    lerped, _ = run(musicgen, "replace", target, EditGenSettings(fixed_alpha=1.0))
+    assert not torch.equal(lerped[1], plain[0])
 
 
 def test_a_real_edit_moves_the_swapped_words_columns_toward_the_source(musicgen):
@@ -66,7 +69,8 @@ def test_an_edit_limited_to_layers_and_heads_changes_only_those(musicgen):
 
 
 def test_reweight_forms_scale_the_word_or_divide_the_others(musicgen):
-    _, scaled = run(musicgen, "reweight", SOURCE, EditGenSettings(depth_blend=False), reweight_words="piano",
+    _, scaled = run(musicgen, "reweight", SOURCE, EditGenSettings(depth_blend=False, reweight_form="scale"),
+                    reweight_words="piano",
                     reweight_weights="2")
     _, divided = run(musicgen, "reweight", SOURCE, EditGenSettings(depth_blend=False, reweight_form="divide others"),
                      reweight_words="piano", reweight_weights="4")

@@ -34,8 +34,23 @@ def test_greedy_generation_equals_transformers_generate(musicgen):
     ours = musicgen.generate_codes(PROMPTS, 0.4, SamplingSettings(guidance=3.0, top_k=1), seed=0)
     assert ours.shape == (3, 4, 20)
     inputs = musicgen.tokenizer(PROMPTS, padding=True, return_tensors="pt")
-    reference = musicgen.model.generate(**inputs, do_sample=False, guidance_scale=3.0, max_new_tokens=20 + 4 - 1)
+    codec = musicgen.model.audio_encoder
+    decoded = []
+    original_decode = codec.decode
+
+    def recording_decode(codes, *args, **kwargs):
+        decoded.append(codes.clone())
+        return original_decode(codes, *args, **kwargs)
+
+    codec.decode = recording_decode
+    try:
+        reference = musicgen.model.generate(**inputs, do_sample=False, guidance_scale=3.0, max_new_tokens=20 + 4 - 1)
+    finally:
+        del codec.decode
+    assert torch.equal(ours, decoded[0][0])  # the tokens, codebook by codebook, frame by frame
     assert torch.equal(musicgen.decode(ours), reference)
+    # The stand-in EnCodec's codebooks are random: other tokens decode to other audio (the check above can fail).
+    assert not torch.allclose(musicgen.decode(ours[:, :, torch.randperm(20)]), reference)
 
 
 def test_rows_in_one_noise_group_share_every_draw(musicgen):

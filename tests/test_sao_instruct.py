@@ -107,6 +107,11 @@ def test_batches_over_clips_instructions_and_seeds_match_single_runs(instruct):
     labels = both["pae"]["candidates"]
     assert [(c["clip"], c["instruction"], c["seed"]) for c in labels[:4]] == [
         (0, RAIN, 10), (0, RAIN, 11), (0, "make the dog bark louder", 10), (0, "make the dog bark louder", 11)]
+    # Three rows per DiT call (chunks across clip boundaries): the same edits up to float rounding.
+    chunked = instruct_edit(instruct, latent, f"{RAIN}\n\nmake the dog bark louder\n", noise_level=3.0, steps=3,
+                            seed=10, batch_size=2, clips_per_call=3)
+    torch.testing.assert_close(chunked["samples"], both["samples"], rtol=1e-5, atol=1e-5)
+    assert chunked["pae"]["candidates"] == labels
     one_clip = {"samples": latent["samples"][1:2], "type": "audio", "pae": dict(latent["pae"])}
     single = instruct_edit(instruct, one_clip, "make the dog bark louder", noise_level=3.0, steps=3, seed=11)
     torch.testing.assert_close(single["samples"][0], both["samples"][7], rtol=1e-5, atol=1e-5)
@@ -133,8 +138,10 @@ def test_bad_instruction_inputs(instruct):
     with pytest.raises(PAEInputError, match="at most 64"):
         instruct_edit(instruct, latent, "\n".join(f"instruction {i}" for i in range(9)), batch_size=8)
     too_long = {"waveform": torch.zeros(1, 2, int(44100 * 6.5)), "sample_rate": 44100}
-    with pytest.raises(PAEInputError, match="takes at most"):
-        vae_encode(instruct, too_long)
+    with pytest.raises(PAEInputError, match="DiT takes at most"):
+        instruct_edit(instruct, vae_encode(instruct, too_long), RAIN)
+    with pytest.raises(PAEInputError, match="clips_per_call"):
+        instruct_edit(instruct, latent, RAIN, clips_per_call=2000)
     tango_latent = {"samples": torch.zeros(1, 8, 4, 4), "pae": {"family": "tango", "model": "t"}}
     with pytest.raises(PAEInputError, match="made by a tango model"):
         instruct_edit(instruct, tango_latent, RAIN)

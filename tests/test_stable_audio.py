@@ -55,9 +55,14 @@ def test_durations_up_to_the_window_and_a_clear_refusal_beyond(sao):
     frames = int(sao.transformer.config.sample_size)
     longest = {"waveform": torch.zeros(1, 2, frames * 2048), "sample_rate": 44100}
     assert vae_encode(sao, longest)["samples"].shape[-1] == frames
+    # The VAE takes a longer clip (in tiles); the DiT refuses it and says how to split it.
     too_long = {"waveform": torch.zeros(1, 2, frames * 2048 + 4410), "sample_rate": 44100}
-    with pytest.raises(PAEInputError, match=r"takes at most 6\.04 s; trim it"):
-        vae_encode(sao, too_long)
+    latent = vae_encode(sao, too_long)
+    assert latent["samples"].shape[-1] == frames + 3
+    with pytest.raises(PAEInputError, match=r"DiT takes at most 6\.04 s; cut the recording with Split Windows"):
+        invert(sao, latent, "rain", steps=2)
+    with pytest.raises(PAEInputError, match=r"DiT takes at most"):
+        sample(sao, "rain", steps=2, latent=latent, denoise=0.5)
     with pytest.raises(PAEInputError, match="seconds"):
         sample(sao, "rain", steps=2, seconds=sao.max_duration_s + 1)
 

@@ -112,7 +112,7 @@ def test_runtime_errors_name_the_node(example_dirs):
 def test_unexpected_failures_name_the_node(example_dirs, monkeypatch, capsys):
     import prompt_audio_edit.nodes.model_nodes as model_nodes
 
-    def broken(model, audio):
+    def broken(model, audio, clips_per_call=0):
         raise RuntimeError("CUDA error: out of memory")
 
     monkeypatch.setattr(model_nodes, "vae_encode", broken)

@@ -96,14 +96,40 @@ def spread_word(mapping: torch.Tensor, source: list[int], target: list[int]) -> 
 
 def swapped_words_mapping(edit: AttentionEdit, source_tokens: list[str], target_tokens: list[str],
                           length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Replace on the swapped words only (EditGen): their tokens spread as spread_word; the mask of their columns."""
+    """Replace on the swapped words only (EditGen's ReplaceWord): every token of a new word takes the mean of the
+    old word's token columns, whatever the two token counts; the mask of those target columns."""
     source_spans = token_word_spans(source_tokens, edit.source_prompt)
     target_spans = token_word_spans(target_tokens, edit.target_prompt)
     mapping = torch.zeros(length, length)
     columns = torch.zeros(length, dtype=torch.bool)
     for word in edit.edited_words()[1]:
-        spread_word(mapping, source_spans[word][1], target_spans[word][1])
-        columns[target_spans[word][1]] = True
+        source, target = source_spans[word][1], target_spans[word][1]
+        if source and target:
+            mapping[torch.tensor(source)[:, None], torch.tensor(target)[None, :]] = 1.0 / len(source)
+            columns[target] = True
+    return mapping, columns
+
+
+def _piece(token: str) -> str:
+    # A token as the EditGen code compares them: decoded on its own, so SentencePiece's word marker is gone.
+    return token[1:] if token.startswith("\u2581") else token
+
+
+def shared_token_mapping(source_tokens: list[str], target_tokens: list[str],
+                         length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """EditGen's Refine pairs: every target token takes the column of an equal source token, special tokens ('</s>',
+    '<pad>') skipped. The code pairs all equal tokens many to many and writes them in order, so where a token
+    repeats the last equal source token wins; the matrix and the mask of the target columns that take one."""
+    mapping = torch.zeros(length, length)
+    columns = torch.zeros(length, dtype=torch.bool)
+    chosen: dict[int, int] = {}
+    for i, source in enumerate(source_tokens):
+        for j, target in enumerate(target_tokens):
+            if not source.startswith("<") and not target.startswith("<") and _piece(source) == _piece(target):
+                chosen[j] = i
+    for j, i in chosen.items():
+        mapping[i, j] = 1.0
+        columns[j] = True
     return mapping, columns
 
 

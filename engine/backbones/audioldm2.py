@@ -60,7 +60,8 @@ class AudioLDM2Backbone(MelVAEBackbone):
 
     # ---------------------------------------------------------------------------------------- text
     @torch.no_grad()
-    def encode_text(self, prompts: list[str]) -> TextConditioning:
+    def encode_text(self, prompts: list[str], t5_length: int | None = None) -> TextConditioning:
+        """t5_length: pad (or cut) the T5 tokens to this length, as diffusers does for a negative prompt."""
         self.activate()
         p = self.pipeline
         device = self.device
@@ -68,7 +69,11 @@ class AudioLDM2Backbone(MelVAEBackbone):
         clap = p.text_encoder.get_text_features(clap_in.input_ids.to(device),
                                                 attention_mask=clap_in.attention_mask.to(device))
         clap = getattr(clap, "pooler_output", clap)[:, None, :]  # transformers 5 returns an output object
-        t5_in = tokenize_checked(p.tokenizer_2, prompts, True, "T5")
+        if t5_length is None:
+            t5_in = tokenize_checked(p.tokenizer_2, prompts, True, "T5")
+        else:
+            t5_in = p.tokenizer_2(prompts, padding="max_length", max_length=int(t5_length), truncation=True,
+                                  return_tensors="pt")
         t5_mask = t5_in.attention_mask.to(device)
         t5 = p.text_encoder_2(t5_in.input_ids.to(device), attention_mask=t5_mask)[0]
         projected = p.projection_model(hidden_states=clap, hidden_states_1=t5,
@@ -79,6 +84,12 @@ class AudioLDM2Backbone(MelVAEBackbone):
                   for ids, mask in zip(t5_in.input_ids, t5_in.attention_mask)]
         return TextConditioning(prompts=list(prompts), streams={"gpt2": gpt2, "t5": t5},
                                 masks={"gpt2": None, "t5": t5_mask}, tokens={"t5": tokens})
+
+    @torch.no_grad()
+    def encode_negative(self, negative: str, positive: TextConditioning) -> TextConditioning:
+        """diffusers' AudioLDM2Pipeline: the negative's T5 tokens padded or cut to the positive's length. GPT-2 reads
+        the pads' positions, so this changes the negative's generated vectors (and is what diffusers samples with)."""
+        return self.encode_text([negative], t5_length=int(positive.streams["t5"].shape[1]))
 
     # ----------------------------------------------------------------------------------- denoising
     def predict(self, latents: torch.Tensor, timestep: torch.Tensor | float, conditioning: TextConditioning,

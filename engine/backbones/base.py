@@ -122,6 +122,11 @@ class Backbone(LoadedModel, ABC):
     def encode_text(self, prompts: list[str]) -> TextConditioning:
         """Encode prompts together (shared padding), returning every stream and the word stream's tokens."""
 
+    def encode_negative(self, negative: str, positive: TextConditioning) -> TextConditioning:
+        """Encode a sampler's negative prompt the way the model's reference pipeline does beside `positive`
+        (alone unless a backbone's pipeline pads it to the positive, as diffusers' AudioLDM2 does)."""
+        return self.encode_text([negative])
+
     reads_input_latent: bool = False  # the denoiser also reads a clean latent beside the noisy one (SAO-Instruct)
 
     @abstractmethod
@@ -154,6 +159,9 @@ class Backbone(LoadedModel, ABC):
         if seconds > self.max_duration_s + 1e-6:
             raise PAEInputError(input_name, f"the clip is {seconds:.2f} s but {self.name} takes at most "
                                 f"{self.duration_limit()}; trim it with the start/duration inputs of Load Audio.")
+
+    def check_latent_length(self, samples: torch.Tensor, input_name: str = "latent") -> None:
+        """Refuse a latent longer than the denoiser takes (VAE Encode may take longer clips than the denoiser)."""
 
     def latent_shape(self, num_samples: int) -> tuple[int, ...]:
         """Shape [C, ...] of one clip's latent for a clip of num_samples at the model's rate."""

@@ -24,6 +24,7 @@ from ..io.audio import resample, to_channels
 from ..core.errors import PAEInputError
 from ..core.latent import latent_info, make_latent
 from ..diffusion.steps import StepSchedule, schedule_from_sigmas
+from ..diffusion.tiling import tiled_along_time
 from .base import Backbone, CrossAttentionSite, TextConditioning, tokenize_checked
 
 TIMING_TOKENS = 2            # seconds_start, seconds_total: the last keys of every cross-attention
@@ -107,31 +108,62 @@ class StableAudioBackbone(Backbone):
     def latent_shape(self, num_samples: int) -> tuple[int, ...]:
         return self.latent_channels, self.padded_length(num_samples) // self.hop
 
+    @property
+    def tile_frames(self) -> int:
+        """Latent frames the VAE encodes or decodes at once: the DiT's window (longer clips go in tiles)."""
+        return int(self.transformer.config.sample_size)
+
+    def _tiled(self, apply: Any, x: torch.Tensor, frames: int, encoding: bool) -> torch.Tensor:
+        tile = self.tile_frames
+        overlap = max(1, tile // 16) if tile > 1 else 0
+        in_per_frame, out_per_frame = (self.hop, 1) if encoding else (1, self.hop)
+        return tiled_along_time(apply, x, frames, tile, overlap, in_per_frame, out_per_frame)
+
     @torch.no_grad()
     def encode_audio(self, waveform: torch.Tensor, sample_rate: int) -> dict[str, Any]:
+        """Any length: a clip longer than the window is encoded in overlapping tiles (memory bounded by the window).
+
+        The DiT itself still takes one window (check_latent_length); a song goes through Split Windows first.
+        """
         batch, source_channels, source_len = waveform.shape
-        self.check_duration(round(source_len * self.sample_rate / sample_rate), self.sample_rate)
         self.activate()
         audio = to_channels(resample(waveform, sample_rate, self.sample_rate), self.channels)
         num_samples = audio.shape[-1]
         audio = torch.nn.functional.pad(audio, (0, self.padded_length(num_samples) - num_samples))
-        posterior = self.vae.encode(audio.to(self.device, self.vae.dtype)).latent_dist
-        samples = posterior.mode()  # the mean: encoding is deterministic; Stable Audio's latents are not rescaled
-        return make_latent(samples.float().cpu(), family=self.family, model=self.name, sample_rate=self.sample_rate,
+
+        def encode(part: torch.Tensor) -> torch.Tensor:
+            # The mean: encoding is deterministic; Stable Audio's latents are not rescaled.
+            return self.vae.encode(part.to(self.device, self.vae.dtype)).latent_dist.mode().float().cpu()
+
+        samples = self._tiled(encode, audio, audio.shape[-1] // self.hop, encoding=True)
+        return make_latent(samples, family=self.family, model=self.name, sample_rate=self.sample_rate,
                            num_samples=num_samples, source_sample_rate=sample_rate, source_num_samples=source_len,
                            source_channels=source_channels, gain=torch.ones(batch))
 
     @torch.no_grad()
     def decode_latent(self, latent: dict[str, Any]) -> torch.Tensor:
+        """Any length: a latent longer than the window is decoded in overlapping tiles, as ComfyUI core's tiled
+        audio decode does, so memory stays bounded by the window."""
         info = latent_info(latent, self.family, self.latent_channels)
         self.activate()
-        samples = latent["samples"].to(self.device, self.vae.dtype)
-        audio = self.vae.decode(samples).sample.float()  # [B, 2, frames * 2048]
+
+        def decode(part: torch.Tensor) -> torch.Tensor:
+            return self.vae.decode(part.to(self.device, self.vae.dtype)).sample.float().cpu()  # [B, 2, frames * hop]
+
+        samples = latent["samples"]
+        audio = self._tiled(decode, samples, samples.shape[-1], encoding=False)
         audio = audio[..., :info.get("num_samples", audio.shape[-1])]
         gain = info.get("gain")
         if gain is not None and gain.numel() == audio.shape[0]:
             audio = audio * gain.to(audio.device)[:, None, None]
-        return audio.cpu()
+        return audio
+
+    def check_latent_length(self, samples: torch.Tensor, input_name: str = "latent") -> None:
+        frames = int(samples.shape[-1])
+        if frames > self.tile_frames:
+            raise PAEInputError(input_name, f"the latent holds {frames * self.hop / self.sample_rate:.2f} s but "
+                                f"{self.name}'s DiT takes at most {self.duration_limit()}; cut the recording with "
+                                "Split Windows (or Cut Region) before VAE Encode Audio.")
 
     # ---------------------------------------------------------------------------------------- text
     @torch.no_grad()

@@ -13,6 +13,7 @@ MAX_GUIDANCE = 100.0
 MAX_AUDIO_BYTES = 2 * 2 ** 30
 MAX_SAMPLE_RATE = 768_000  # the highest rate FFmpeg's codecs and soxr take
 MAX_SEED = 2 ** 64 - 1  # ComfyUI's seed widgets: 0..0xFFFFFFFFFFFFFFFF
+MAX_CLIPS_PER_CALL = 1024  # a chunk of a batch through one model call
 MAX_STEPS = 1000  # the training schedules' length (AudioLDM2, Tango); longer runs only repeat timesteps
 
 
@@ -52,3 +53,16 @@ def cpu_generator(seed: int, offset: int = 0) -> torch.Generator:
     """A CPU generator for seed + offset (wrapping at 2^64): noise is drawn on the CPU so that a seed means the same
     numbers on any device, then moved to the model's device."""
     return torch.Generator().manual_seed((check_seed(seed) + offset) % (MAX_SEED + 1))
+
+
+def check_clips_per_call(clips_per_call: Any) -> int:
+    """A chunk size for a long batch: 0 (all clips in one model call) or 1..MAX_CLIPS_PER_CALL."""
+    try:
+        value = int(clips_per_call)
+    except (TypeError, ValueError):
+        value = -1
+    if not 0 <= value <= MAX_CLIPS_PER_CALL:
+        raise PAEInputError("clips_per_call", f"{clips_per_call}: use 0 (all clips in one call) or "
+                            f"1..{MAX_CLIPS_PER_CALL}; lower it when a long batch (a song's windows) runs out of "
+                            "memory.")
+    return value

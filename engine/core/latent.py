@@ -17,7 +17,7 @@ def make_latent(samples: torch.Tensor, *, family: str, model: str, sample_rate: 
                 source_sample_rate: int, source_num_samples: int, source_channels: int,
                 gain: torch.Tensor) -> dict[str, Any]:
     """Build a LATENT dict recording the backbone and the clip's length, rate, channels and level."""
-    return latent_with_info(samples, {
+    return latent_with_info(samples.contiguous(), {
         "family": family,
         "model": model,
         "sample_rate": int(sample_rate),

@@ -22,6 +22,17 @@ def encode_prompts(backbone: Backbone, prompts: list[str], input_name: str) -> T
     return stacked.rows([unique.index(p) for p in prompts])
 
 
+def encode_prompt_pair(backbone: Backbone, positive: str, negative: str) -> TextConditioning:
+    """A sampler's [negative, positive] conditioning, the negative encoded as the model's reference pipeline does
+    beside the positive (diffusers' AudioLDM2Pipeline pads its T5 tokens to the positive's length)."""
+    positive_text = encode_prompts(backbone, [positive], "positive")
+    try:
+        negative_text = backbone.encode_negative(negative, positive_text)
+    except PAEInputError as exc:
+        raise PAEInputError("negative", exc.message) from None
+    return TextConditioning.concat([negative_text, positive_text])
+
+
 def guided_prediction(backbone: Backbone, latents: torch.Tensor, timestep: float, uncond: TextConditioning,
                       cond: TextConditioning, scales: torch.Tensor, input_latent: torch.Tensor | None = None,
                       ) -> torch.Tensor:
@@ -38,12 +49,15 @@ def guided_prediction(backbone: Backbone, latents: torch.Tensor, timestep: float
 
 
 def chunked_prediction(backbone: Backbone, latents: torch.Tensor, timestep: float, uncond: TextConditioning,
-                       cond: TextConditioning, scales: torch.Tensor, chunk: int = 0) -> torch.Tensor:
+                       cond: TextConditioning, scales: torch.Tensor, chunk: int = 0,
+                       input_latent: torch.Tensor | None = None) -> torch.Tensor:
     """guided_prediction over the batch `chunk` rows at a time (0: all at once): the denoiser's activations are then
     bounded by the chunk, not by the batch (a song's windows), for the same outputs up to float rounding."""
     rows = latents.shape[0]
     if chunk <= 0 or rows <= chunk:
-        return guided_prediction(backbone, latents, timestep, uncond, cond, scales)
+        return guided_prediction(backbone, latents, timestep, uncond, cond, scales, input_latent)
     parts = [guided_prediction(backbone, latents[i:i + chunk], timestep, uncond.rows(slice(i, i + chunk)),
-                               cond.rows(slice(i, i + chunk)), scales[i:i + chunk]) for i in range(0, rows, chunk)]
+                               cond.rows(slice(i, i + chunk)), scales[i:i + chunk],
+                               None if input_latent is None else input_latent[i:i + chunk])
+             for i in range(0, rows, chunk)]
     return torch.cat(parts)

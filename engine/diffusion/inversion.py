@@ -18,7 +18,8 @@ import torch
 from ..core import bridge
 from ..backbones.base import Backbone, refuse_audio_prompt
 from ..core.errors import PAEInputError
-from ..core.checks import check_guidance, check_seed, check_steps, clean_prompt, cpu_generator
+from ..core.checks import (check_clips_per_call, check_guidance, check_seed, check_steps, clean_prompt,
+                           cpu_generator)
 from ..core.latent import latent_info
 from .guidance import chunked_prediction, encode_prompts
 from .steps import StepSchedule, ddpm_sigma, noised, solver_step, split_prediction
@@ -83,6 +84,7 @@ def invert(backbone: Backbone, latent: dict[str, Any], prompt: str, *, method: s
     """Invert a LATENT batch with the source prompt; the result feeds any number of edits. clips_per_call bounds
     how many clips (e.g. a song's windows) go through the denoiser at once (0: all)."""
     info = latent_info(latent, backbone.family, backbone.latent_channels)
+    backbone.check_latent_length(latent["samples"])
     refuse_audio_prompt(backbone, "inversion")
     prompt = clean_prompt(prompt)
     if not prompt:
@@ -90,16 +92,17 @@ def invert(backbone: Backbone, latent: dict[str, Any], prompt: str, *, method: s
                             "the edit swaps words of this description.")
     skip = _check_settings(int(steps), float(edit_start), float(guidance), method)
     seed = check_seed(seed)
+    clips_per_call = check_clips_per_call(clips_per_call)
     schedule = backbone.step_schedule(int(steps))
     backbone.activate()
     device = backbone.device
-    x0 = latent["samples"].to(device, torch.float32)
+    # Contiguous: a latent in another memory layout (a VAE's channels-last output) takes other convolution kernels
+    # than the trajectory stored from it, and the re-denoise would then differ in the last bits, amplified per step.
+    x0 = latent["samples"].to(device, torch.float32).contiguous()
     batch = x0.shape[0]
     conditioning = encode_prompts(backbone, [""] * batch + [prompt] * batch, "source_prompt")
     uncond, cond = conditioning.rows(slice(0, batch)), conditioning.rows(slice(batch, 2 * batch))
     scales = torch.full((batch,), float(guidance), device=device)
-    if not 0 <= int(clips_per_call) <= 1024:
-        raise PAEInputError("clips_per_call", f"{clips_per_call}: use 0 (all clips at once) or 1..1024.")
 
     def predict(x: torch.Tensor, t: float) -> torch.Tensor:
         return chunked_prediction(backbone, x, t, uncond, cond, scales, int(clips_per_call))
@@ -134,6 +137,9 @@ def _invert_ddpm(predict, x0, schedule, run, seed, progress):
                                   schedule.prediction_type, previous)
         previous = state if schedule.multistep else None
         noise.append(path[n + 1] - mean)
+        # ZETA's numerical fix: store x_{t-1} as mean + residual, the very sum the re-denoise computes, so a
+        # reconstruction meets bit-identical inputs at every step (mean + (x − mean) is not x in float).
+        path[n + 1] = mean + noise[-1]
         progress.step()
     return torch.stack(path), torch.stack(noise)
 

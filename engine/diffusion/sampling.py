@@ -14,10 +14,10 @@ import torch
 
 from ..core import bridge
 from ..methods.ap_adapter import audio_prompt_attention
-from ..backbones.base import Backbone, TextConditioning
+from ..backbones.base import Backbone
 from ..core.errors import PAEInputError
-from ..core.checks import check_guidance, check_steps, clean_prompt, cpu_generator
-from .guidance import encode_prompts, guided_prediction
+from ..core.checks import check_clips_per_call, check_guidance, check_steps, clean_prompt, cpu_generator
+from .guidance import chunked_prediction, encode_prompt_pair
 from ..core.latent import latent_info, latent_with_info, make_latent
 from .steps import noised, split_prediction, step_mean
 
@@ -53,11 +53,15 @@ def _clip_count(prompt_clips: int, latent_clips: int) -> int:
 @torch.no_grad()
 def sample(backbone: Backbone, positive: str, negative: str = "", *, steps: int = 50, guidance: float = 3.5,
            seed: int = 0, batch_size: int = 1, seconds: float = 10.0, latent: dict[str, Any] | None = None,
-           denoise: float = 1.0) -> dict[str, Any]:
-    """Generate batch_size clips per clip (of the audio prompt or the latent); returns a LATENT batch, clip-major."""
+           denoise: float = 1.0, clips_per_call: int = 0) -> dict[str, Any]:
+    """Generate batch_size clips per clip (of the audio prompt or the latent); returns a LATENT batch, clip-major.
+    clips_per_call bounds how many rows go through the denoiser at once (0: all)."""
     info = None if latent is None else latent_info(latent, backbone.family, backbone.latent_channels)
+    if latent is not None:
+        backbone.check_latent_length(latent["samples"])
     total = _check(backbone, int(steps), float(guidance), int(batch_size), float(seconds), float(denoise),
                    latent is not None)
+    clips_per_call = check_clips_per_call(clips_per_call)
     prompt = backbone.audio_prompt
     clips = _clip_count(prompt.clips if prompt is not None else 1, 1 if latent is None else latent["samples"].shape[0])
     rows = clips * int(batch_size)
@@ -77,12 +81,11 @@ def sample(backbone: Backbone, positive: str, negative: str = "", *, steps: int 
     if latent is None or first == 0:
         x = noise
     else:
-        source = latent["samples"].to(device, torch.float32)
+        source = latent["samples"].to(device, torch.float32).contiguous()
         x0 = source[[c if source.shape[0] > 1 else 0 for c in clip_of_row]]
         x = noised(x0, noise, schedule.alphas[first])
 
-    text = TextConditioning.concat([encode_prompts(backbone, [clean_prompt(p)], name)
-                                    for p, name in ((negative, "negative"), (positive, "positive"))])
+    text = encode_prompt_pair(backbone, clean_prompt(positive), clean_prompt(negative))
     uncond, cond = text.rows([0] * rows), text.rows([1] * rows)
     if prompt is not None:
         uncond = prompt.extend(uncond, [None] * rows)
@@ -93,7 +96,7 @@ def sample(backbone: Backbone, positive: str, negative: str = "", *, steps: int 
         for n, i in enumerate(run):
             if control is not None:
                 control.begin_step(n, len(run))
-            output = guided_prediction(backbone, x, schedule.timesteps[i], uncond, cond, scales)
+            output = chunked_prediction(backbone, x, schedule.timesteps[i], uncond, cond, scales, clips_per_call)
             eps, pred_x0 = split_prediction(output, x, schedule.alphas[i], schedule.prediction_type)
             x = step_mean(eps, pred_x0, schedule.alphas_prev[i])
             progress.step()

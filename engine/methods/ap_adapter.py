@@ -182,7 +182,7 @@ class AudioPrompt:
 
 
 def apply_ap_adapter(backbone: Backbone, adapter: Any, audio: Any, scale: float = 0.5, pooling: int = 2,
-                     start: float = 0.0, end: float = 1.0) -> Backbone:
+                     start: float = 0.0, end: float = 1.0, stereo: str = "first channel") -> Backbone:
     """A copy of the backbone that generates with the clip(s) as audio prompt; the loaded model stays as it was."""
     if not isinstance(adapter, APAdapter):
         raise PAEInputError("ap_adapter", "expected the output of Load AP-Adapter.")
@@ -196,7 +196,7 @@ def apply_ap_adapter(backbone: Backbone, adapter: Any, audio: Any, scale: float 
         raise PAEInputError("start", f"start {start:g} and end {end:g} must satisfy 0 <= start < end <= 1 (fractions "
                             "of the sampling steps).")
     sites = bind_adapter(adapter.weights, backbone)
-    tokens = adapter.encoder.audio_tokens(audio, pooling)
+    tokens = adapter.encoder.audio_tokens(audio, pooling, stereo=stereo)
     prompt = AudioPrompt(adapter.weights, sites, tokens, adapter.encoder.silence_tokens(pooling), float(scale), pooling,
                          float(start), float(end))
     patched = copy.copy(backbone)

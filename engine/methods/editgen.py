@@ -1,15 +1,15 @@
 """EditGen (arXiv 2507.11096): Prompt-to-Prompt inside MusicGen's decoder, on generated music.
 
-Source and target prompts are generated in one batch, in one noise group (the same random numbers at every step),
-and the target's attention is edited on its conditional row only:
-- self-attention: the target takes the source's probabilities (within the self window);
-- cross-attention (within the cross window): Replace blends the swapped words' columns toward the source's,
-  Refine blends every token the two prompts share (globally aligned) toward the source's column, both by
-  `blend`; Reweight scales the chosen words' columns by c (the paper, c in [-2, 2]) or divides every other
-  column by the weight (the reference code's form);
-- soft blending by depth: with N = 2 x layers attention calls per step and i the call's index (self, cross,
-  layer by layer), output = α·original + (1 - α)·edited with α = i / N;
-- `offset`: no edit for the first fraction of the frames; `layers` / `heads`: edit only those.
+Matched point by point with the official code (billsioros/EditGen): its call counter and depth factor, its
+self-attention lerp modifier (the paper's evaluation) and attention lerp (its demos), ReplaceWord's mean of the old
+word's tokens, Refine's pairs of equal tokens, Reweight's "divide others" from the source's map, edits at every
+frame, the offset as round(offset x frames). Where the pack differs, on purpose:
+- source and target share their random numbers (one noise group), so an identity edit is the identity; the code
+  samples them independently;
+- `layers` selects decoder layers (self and cross); the code's ablations select by the call counter, under which
+  the last layer's cross-attention is call 0;
+- the duration is what is asked, not rounded to a power of two of frames;
+- `use_windows` can limit edits to the Attention Controller's windows (the code has none).
 The spec of the edit is the pack's AttentionEdit (from PAE_AttentionController); the settings here are EditGen's.
 """
 
@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from ..attention.alignment import refine_mapping, reweight_factors, swapped_words_mapping, token_word_spans
+from ..attention.alignment import (reweight_factors, shared_token_mapping, swapped_words_mapping,
+                                   token_word_spans)
 from ..attention.edit import AttentionEdit, find_phrase, prompt_words
 from ..io.audio import check_audio
 from ..io.previews import word_strip_images
@@ -29,33 +30,51 @@ from ..models.musicgen import MusicGen, SamplingSettings
 from ..models.musicgen_attention import DecoderAttentionSite, decoder_attention_control
 
 REWEIGHT_FORMS = ("scale", "divide others")
+MODIFIERS = ("self-attention lerp", "attention lerp")
 
 
 @dataclass(frozen=True)
 class EditGenSettings:
-    """EditGen's knobs around an AttentionEdit."""
+    """EditGen's knobs around an AttentionEdit; the defaults are the paper's evaluation (its code's settings)."""
 
-    blend: float = 1.0                    # how far edited columns move toward the source's (reference default 0.5)
-    reweight_form: str = "scale"          # "scale": column x c (paper); "divide others": other columns / w (code)
-    depth_blend: bool = True              # α = i / N per attention call; False: α = 0 (full edit everywhere)
-    fixed_alpha: float | None = None      # a constant α instead (1 = no edit anywhere)
+    blend: float = 1.0                    # how far edited columns move toward the source's (evaluation: 1)
+    reweight_form: str = "divide others"  # code: target := source, other columns / w; "scale": word x c (paper text)
+    modifier: str = "self-attention lerp"  # how depth α applies (see EditGenController)
+    depth_blend: bool = True              # False: no modifier, the full edit in every layer (the bare controllers)
+    fixed_alpha: float | None = None      # a constant α instead of the depth (tests)
     offset: float = 0.0                   # fraction of the frames generated before any edit
     layers: frozenset[int] | None = None  # decoder layers edited (None = all)
     heads: frozenset[int] | None = None   # heads edited in cross-attention (None = all)
+    use_windows: bool = False             # True: only inside the Attention Controller's windows (EditGen: always)
 
 
 @dataclass
 class EditRecording:
     """The target's cross-attention per step (mean over layers and heads) for the per-word preview; optionally
-    every edited map before and after (tests)."""
+    every edited map, with the source's beside it (tests)."""
 
     per_step: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> [keys], summed over the layers
     changes: list[tuple[DecoderAttentionSite, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    sources: list[torch.Tensor] = field(default_factory=list)  # the source row's map of each change
     keep_changes: bool = False
 
 
 class EditGenController:
-    """Plain state and policy: which rows, which columns, when; edits the probabilities the decoder hands over."""
+    """EditGen's controllers and modifiers as the official code composes them, on the target's conditional rows.
+
+    Counting (the code's counter is advanced before use): call k = 1..N of frame s (N = 2 x layers; self then
+    cross, layer by layer) sees the counter c = k mod N, so the last layer's cross-attention sees 0, and the frame
+    s + 1 at that last call. Depth α = c / N.
+    - self-attention lerp (the paper's evaluation): self-attention moves toward the source's by α,
+      A ← A + α (A_source − A); cross-attention takes the full edit.
+    - attention lerp (the code's demos): every map becomes α·A + (1 − α)·edit(A), self-attention's edit being the
+      source's map.
+    - depth_blend off: the bare controllers, self-attention copied from the source and the full cross edit.
+    Cross edits: Replace gives the new word's tokens the mean of the old word's columns, blended by `blend`;
+    Refine blends every token equal to one of the source's (special tokens skipped) toward that column; Reweight
+    "divide others" takes the source's map and divides every other column by the weight, "scale" multiplies the
+    word's columns by c (the paper's text).
+    """
 
     def __init__(self, edit: AttentionEdit, settings: EditGenSettings, source_tokens: list[str],
                  target_tokens: list[str], key_length: int, layers: int, prompts: int):
@@ -71,9 +90,7 @@ class EditGenController:
         if edit.mode == "replace":
             self.mapping, self.blended = swapped_words_mapping(edit, source_tokens, target_tokens, length)
         elif edit.mode == "refine":
-            self.mapping, own = refine_mapping(source_tokens, target_tokens, length)
-            self.blended = own == 0
-            self.blended[len(target_tokens):] = False
+            self.mapping, self.blended = shared_token_mapping(source_tokens, target_tokens, length)
         self.weights = self._reweight(target_tokens, length)
 
     def _reweight(self, tokens: list[str], length: int) -> torch.Tensor:
@@ -88,21 +105,29 @@ class EditGenController:
             chosen = torch.zeros(length, dtype=torch.bool)
             for word in find_phrase(words, phrase):
                 chosen[spans[word][1]] = True
-            chosen[len(tokens):] = True  # padding keys stay untouched (they carry no attention)
-            weights = torch.where(chosen, weights, weights / weight)
+            weights = torch.where(chosen, weights, weights / weight)  # '</s>' and padding columns too, as the code
         return weights
 
     def begin_step(self, index: int, total: int) -> None:
         self.step, self.steps = index, max(total, 1)
 
-    def _active(self, window: float) -> bool:
-        fraction = self.step / self.steps
-        return self.settings.offset <= fraction < window
+    def counter(self, site: DecoderAttentionSite) -> tuple[int, int]:
+        """(call counter, frame) as the official controller sees them at this site in the current frame."""
+        k = site.call_index + 1
+        return k % self.calls_per_step, self.step + (1 if k == self.calls_per_step else 0)
 
-    def _alpha(self, site: DecoderAttentionSite) -> float:
+    def _active(self, site: DecoderAttentionSite, frame: int) -> bool:
+        if frame < round(self.settings.offset * self.steps):
+            return False
+        if not self.settings.use_windows:
+            return True
+        window = self.spec.self_window if site.kind == "self" else self.spec.cross_window
+        return self.step / self.steps < window
+
+    def _alpha(self, counter: int) -> float:
         if self.settings.fixed_alpha is not None:
             return float(self.settings.fixed_alpha)
-        return site.call_index / self.calls_per_step if self.settings.depth_blend else 0.0
+        return counter / self.calls_per_step if self.settings.depth_blend else 0.0
 
     def edit(self, site: DecoderAttentionSite, probs: torch.Tensor) -> torch.Tensor:
         """probs [rows, heads, 1, keys] -> the edited probabilities (target conditional rows only)."""
@@ -112,30 +137,37 @@ class EditGenController:
             row = probs[self.targets[0]].float().mean(dim=(0, 1)).cpu()
             previous = self.recording.per_step.get(self.step)
             self.recording.per_step[self.step] = row if previous is None else previous + row
-        window = self.spec.self_window if site.kind == "self" else self.spec.cross_window
-        if not self.targets or not self._active(window):
+        counter, frame = self.counter(site)
+        if not self.targets or not self._active(site, frame):
             return probs
         source = probs[0]
         out = probs.clone()
-        alpha = self._alpha(site)
+        alpha = self._alpha(counter)
+        self_lerp = self.settings.modifier == "self-attention lerp" and self.settings.depth_blend
         for row in self.targets:
             original = probs[row]
             if site.kind == "self":
-                edited = source.clone()
+                edited = source
+                # self-attention lerp: toward the source by α; otherwise original + (1 − α)(edit − original).
+                weight = alpha if self_lerp else 1.0 - alpha
             else:
                 edited = self._edit_cross(source, original)
                 if self.settings.heads is not None:
                     keep = [h for h in range(original.shape[0]) if h not in self.settings.heads]
                     edited[keep] = original[keep]
-            # original + (1 - α)(edited - original): exactly the original wherever the edit changes nothing.
-            out[row] = original + (1.0 - alpha) * (edited - original)
+                weight = 1.0 if self_lerp else 1.0 - alpha
+            # Written as a step from the original: exactly the original wherever the edit changes nothing.
+            out[row] = original + weight * (edited - original)
             if self.recording.keep_changes:
                 self.recording.changes.append((site, original.clone(), out[row].clone()))
+                self.recording.sources.append(source.clone())
         return out
 
     def _edit_cross(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         mapping = self.mapping.to(target.device, target.dtype)
-        edited = target.clone()
+        divide_others = self.spec.reweight and self.settings.reweight_form == "divide others"
+        # The code's Reweight starts from the source's whole map (its prompts are the same but for the weight).
+        edited = source.clone() if divide_others and self.spec.mode == "reweight" else target.clone()
         if self.blended.any():
             columns = self.blended.to(target.device)
             carried = source @ mapping  # [heads, 1, keys]: the source's attention moved onto target columns
@@ -150,6 +182,8 @@ def check_editgen_settings(settings: EditGenSettings, layers: int, heads: int) -
         raise PAEInputError("blend", f"{settings.blend:g}: use 0..1 (0 = no change, 1 = the source's columns).")
     if settings.reweight_form not in REWEIGHT_FORMS:
         raise PAEInputError("reweight_form", f"'{settings.reweight_form}' is not one of {', '.join(REWEIGHT_FORMS)}.")
+    if settings.modifier not in MODIFIERS:
+        raise PAEInputError("modifier", f"'{settings.modifier}' is not one of {', '.join(MODIFIERS)}.")
     if not 0.0 <= settings.offset < 1.0:
         raise PAEInputError("offset", f"{settings.offset:g}: use a fraction of the frames in [0, 1).")
     for name, chosen, count in (("layers", settings.layers, layers), ("heads", settings.heads, heads)):
@@ -224,15 +258,16 @@ def word_attention_images(controller: EditGenController) -> torch.Tensor:
 
 def musicgen_edit(musicgen: Any, edit: Any, *, seed: int = 0, duration: float = 10.0, guidance: float = 3.0,
                   top_k: int = 250, top_p: float = 0.0, temperature: float = 1.0, blend: float = 1.0,
-                  reweight_form: str = "scale", depth_blend: bool = True, offset: float = 0.0, layers: str = "all",
-                  heads: str = "all",
-                  source_audio: dict[str, Any] | None = None) -> tuple[dict[str, Any], torch.Tensor]:
+                  reweight_form: str = "divide others", depth_blend: bool = True, offset: float = 0.0,
+                  layers: str = "all", heads: str = "all", source_audio: dict[str, Any] | None = None,
+                  modifier: str = "self-attention lerp",
+                  use_windows: bool = False) -> tuple[dict[str, Any], torch.Tensor]:
     """The MusicGen Edit node: [source, edited] per clip as an AUDIO batch, and the (first) target's per-word maps."""
     if not isinstance(musicgen, MusicGen):
         raise PAEInputError("musicgen", "expected the output of Load MusicGen.")
     decoder = musicgen.model.decoder.config
-    settings = EditGenSettings(blend=float(blend), reweight_form=reweight_form, depth_blend=bool(depth_blend),
-                               offset=float(offset),
+    settings = EditGenSettings(blend=float(blend), reweight_form=reweight_form, modifier=modifier,
+                               depth_blend=bool(depth_blend), offset=float(offset), use_windows=bool(use_windows),
                                layers=parse_indices(layers, "layers", int(decoder.num_hidden_layers)),
                                heads=parse_indices(heads, "heads", int(decoder.num_attention_heads)))
     sampling = SamplingSettings(guidance=float(guidance), top_k=int(top_k), top_p=float(top_p),

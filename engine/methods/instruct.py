@@ -16,8 +16,9 @@ import torch
 from ..core import bridge
 from ..backbones.base import Backbone
 from ..core.errors import PAEInputError
-from ..core.checks import check_guidance, check_seed, check_steps, clean_prompt, cpu_generator
-from ..diffusion.guidance import encode_prompts, guided_prediction
+from ..core.checks import (check_clips_per_call, check_guidance, check_seed, check_steps, clean_prompt,
+                           cpu_generator)
+from ..diffusion.guidance import chunked_prediction, encode_prompts
 from ..core.latent import latent_info, latent_with_info
 from ..diffusion.steps import ddpm_sigma, noised, solver_step
 
@@ -99,22 +100,26 @@ def _check(backbone: Backbone, steps: int, guidance: float, noise_level: float, 
 @torch.no_grad()
 def instruct_edit(backbone: Any, latent: dict[str, Any], instruction: str, *, negative: str = "",
                   steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE,
-                  noise_level: float = DEFAULT_NOISE_LEVEL, seed: int = 0, batch_size: int = 1) -> dict[str, Any]:
-    """Edit every clip by every instruction, batch_size seeds each (seed, seed + 1, ...); a LATENT batch, clip-major."""
+                  noise_level: float = DEFAULT_NOISE_LEVEL, seed: int = 0, batch_size: int = 1,
+                  clips_per_call: int = 0) -> dict[str, Any]:
+    """Edit every clip by every instruction, batch_size seeds each (seed, seed + 1, ...); a LATENT batch, clip-major.
+    clips_per_call bounds how many rows go through the DiT at once (0: all)."""
     backbone = instruct_model(backbone)
     info = latent_info(latent, backbone.family, backbone.latent_channels)
+    backbone.check_latent_length(latent["samples"])
     instructions = parse_instructions(instruction)
     seed = check_seed(seed)
     clips = latent["samples"].shape[0]
     plan = [(c, i, k) for c in range(clips) for i in range(len(instructions)) for k in range(int(batch_size))]
     _check(backbone, int(steps), float(guidance), float(noise_level), int(batch_size), len(plan))
+    clips_per_call = check_clips_per_call(clips_per_call)
     backbone.activate()
     device = backbone.device
-    clip_latents = latent["samples"].to(device, torch.float32)[[c for c, _, _ in plan]]
+    clip_latents = latent["samples"].to(device, torch.float32)[[c for c, _, _ in plan]].contiguous()
     samples = clip_latents
     if noise_level > 0.0:
         samples = _denoise(backbone, clip_latents, instructions, plan, negative, int(steps), float(guidance),
-                           float(noise_level), int(seed), int(batch_size))
+                           float(noise_level), int(seed), int(batch_size), clips_per_call)
     out = {k: v for k, v in info.items() if k != "candidates"}
     gain = info.get("gain")
     if isinstance(gain, torch.Tensor) and gain.numel() == clips:
@@ -125,7 +130,8 @@ def instruct_edit(backbone: Any, latent: dict[str, Any], instruction: str, *, ne
 
 
 def _denoise(backbone: Any, clip_latents: torch.Tensor, instructions: list[str], plan: list[tuple[int, int, int]],
-             negative: str, steps: int, guidance: float, noise_level: float, seed: int, seeds: int) -> torch.Tensor:
+             negative: str, steps: int, guidance: float, noise_level: float, seed: int, seeds: int,
+             clips_per_call: int) -> torch.Tensor:
     device = clip_latents.device
     schedule = backbone.step_schedule(steps, sigma_start=noise_level)
     # One CPU generator per seed: row k of every clip and instruction sees the same noise, on any device.
@@ -145,7 +151,7 @@ def _denoise(backbone: Any, clip_latents: torch.Tensor, instructions: list[str],
     with bridge.Progress(schedule.steps, "Instruct edit") as progress:
         for n in range(schedule.steps):
             t, alpha, alpha_next = schedule.timesteps[n], schedule.alphas[n], schedule.alphas_prev[n]
-            output = guided_prediction(backbone, x, t, uncond, cond, scales, input_latent=clip_latents)
+            output = chunked_prediction(backbone, x, t, uncond, cond, scales, clips_per_call, clip_latents)
             sigma = ddpm_sigma(alpha, alpha_next)
             x, previous = solver_step(output, x, alpha, alpha_next, sigma, schedule.prediction_type, previous)
             if sigma > 0.0:

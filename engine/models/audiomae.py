@@ -1,10 +1,10 @@
 """AudioMAE (ViT-B/16 on a 1024 x 128 Kaldi fbank): the audio-prompt encoder of AP-Adapter.
 
 Features follow the AP-Adapter reference exactly (its `extract_kaldi_fbank_feature`, which is the Audio
-Spectrogram Transformer's setting): 16 kHz mono, mean removed, Kaldi fbank with 128 HTK-mel bins, 25 ms Hann
-window, 10 ms shift, pre-emphasis 0.97, per-frame DC removal, no energy, no dither; zero-padded or cut to 1024
-frames (10.24 s) and only then normalised with the AudioSet statistics. The fbank is computed with
-`transformers.audio_utils`, never torchaudio.
+Spectrogram Transformer's setting): 16 kHz, mean removed, the first channel, Kaldi fbank with 128 HTK-mel
+bins, 25 ms Hann window, 10 ms shift, pre-emphasis 0.97, per-frame DC removal, no energy, no dither;
+zero-padded or cut to 1024 frames (10.24 s) and only then normalised with the AudioSet statistics. The fbank is
+computed with `transformers.audio_utils`, never torchaudio.
 
 The module's parameter names are those of facebookresearch/AudioMAE's `mae_vit_base_patch16`, so the released
 `pretrained.pth` (its `model` entry) loads directly; the MAE decoder stored beside the encoder is ignored by name.
@@ -75,17 +75,33 @@ def kaldi_fbank(mono: np.ndarray) -> np.ndarray:
     return features.T.astype(np.float32)
 
 
-def audio_features(audio: Any, input_name: str = "audio") -> torch.Tensor:
+STEREO_READINGS = ("first channel", "mean of channels")
+
+
+def prompt_channel(waveform: torch.Tensor, stereo: str = "first channel", input_name: str = "stereo") -> torch.Tensor:
+    """[B, C, T] at 16 kHz -> the mono clip AudioMAE reads, its mean removed. 'first channel' is the reference's:
+    the mean of every channel and sample is removed, then Kaldi's fbank reads channel 0 (its default); 'mean of
+    channels' downmixes first (a stereo prompt whose channels differ then counts both)."""
+    if stereo not in STEREO_READINGS:
+        raise PAEInputError(input_name, f"'{stereo}' is not one of {', '.join(STEREO_READINGS)}.")
+    waveform = waveform.double()
+    if stereo == "first channel":
+        return waveform[:, 0] - waveform.mean(dim=(1, 2))[:, None]
+    mono = to_channels(waveform, 1)[:, 0]
+    return mono - mono.mean(dim=-1, keepdim=True)
+
+
+def audio_features(audio: Any, input_name: str = "audio", stereo: str = "first channel") -> torch.Tensor:
     """AUDIO batch -> normalised fbank [B, 1024, 128], as AP-Adapter's reference computes it (first 10.24 s)."""
     waveform, rate = check_audio(audio, input_name)
-    mono = to_channels(resample(waveform, rate, SAMPLE_RATE), 1)[:, 0].double()
-    mono = mono - mono.mean(dim=-1, keepdim=True)
+    mono = prompt_channel(resample(waveform, rate, SAMPLE_RATE), stereo)
     batch = []
     for index, clip in enumerate(mono):
         if clip.abs().max() < _SILENCE_PEAK:
             raise PAEInputError(input_name, f"clip {index + 1} of the audio prompt is silent (peak below -80 dBFS "
-                                "after removing DC); AP-Adapter takes its timbre and style from this clip, so give "
-                                "it the recording to transfer from.")
+                                "after removing DC; with stereo 'first channel' only the left channel is read); "
+                                "AP-Adapter takes its timbre and style from this clip, so give it the recording to "
+                                "transfer from.")
         fbank = torch.from_numpy(kaldi_fbank(clip.numpy()))
         if fbank.shape[0] == 0:
             raise PAEInputError(input_name, f"clip {index + 1} of the audio prompt is "
@@ -221,10 +237,11 @@ class AudioPromptEncoder(LoadedModel):
         hidden = self.model(fbank.to(self.device, self.model.cls_token.dtype))
         return pool_audio_tokens(hidden.float(), rate).cpu()
 
-    def audio_tokens(self, audio: Any, rate: int, input_name: str = "audio") -> torch.Tensor:
+    def audio_tokens(self, audio: Any, rate: int, input_name: str = "audio",
+                     stereo: str = "first channel") -> torch.Tensor:
         """An AUDIO batch's audio-prompt tokens [B, 512 / rate², D]."""
         rate = check_pooling_rate(rate)
-        return self.encode_fbank(audio_features(audio, input_name), rate)
+        return self.encode_fbank(audio_features(audio, input_name, stereo), rate)
 
     def silence_tokens(self, rate: int) -> torch.Tensor:
         """Tokens of the all-zero (normalised) fbank [1, N, D]: the unconditional audio prompt of the reference."""
