@@ -6,6 +6,7 @@ from typing import Any
 
 from ..engine.attention.edit import (DEFAULT_CROSS_WINDOW, DEFAULT_SELF_MIN_DOWNSAMPLING, EDIT_MODES, STREAM_CHOICES,
                                      make_attention_edit)
+from ..engine.attention.control import BLEND_MAPS
 from ..engine.methods.ppae import DEFAULT_BLEND_START, fuse_edit
 from ..engine.methods.zeta import prompt_edit
 from ..engine.attention.schedule import SCHEDULE_KINDS, FusionSchedule
@@ -155,16 +156,24 @@ class Fuser(PAENode):
                             "tooltip": "Local blend acts from this fraction of the edit's steps (P2P: 0.2)."}),
             "attention_maps": ("BOOLEAN", {"default": True, "tooltip": "Record the per-word attention maps "
                                "output (small extra cost). Off: a blank image."}),
+        }, "optional": {
+            "blend_maps": (list(BLEND_MAPS), {"default": BLEND_MAPS[0], "tooltip": "The attention the local blend "
+                           "mask is made from. all steps, 1/4 resolution (Prompt-to-Prompt's LocalBlend): the edited "
+                           "words' maps summed over every step so far at the layers of 1/4 the latent's resolution "
+                           "(the nearest level where a model has none), max-pooled 3x3 there and enlarged. this step, "
+                           "every layer: only the current step's maps, from every layer, on the latent grid (steadier "
+                           "early, follows late changes faster)."}),
         }}
 
     def execute(self, model: Any, inversion: Any, attention_edit: Any, guidance_scales: str = "5, 10, 15, 20, 25",
                 schedule: str = "cosine", schedule_start: float = _DEFAULT_SCHEDULE.start,
                 schedule_end: float = _DEFAULT_SCHEDULE.end, eta_min: float = 0.0, eta_max: float = 1.0,
                 decay_rate: float = 5.0, local_blend: float = 0.0, blend_start: float = DEFAULT_BLEND_START,
-                attention_maps: bool = True) -> tuple:
+                attention_maps: bool = True, blend_maps: str = BLEND_MAPS[0]) -> tuple:
         fusion = FusionSchedule(schedule, schedule_start, schedule_end, eta_min, eta_max, decay_rate)
         return fuse_edit(model, inversion, attention_edit, guidance_scales=guidance_scales, schedule=fusion,
-                         local_blend=local_blend, blend_start=blend_start, attention_maps=attention_maps)
+                         local_blend=local_blend, blend_start=blend_start, attention_maps=attention_maps,
+                         blend_maps=blend_maps)
 
 
 class PromptEdit(PAENode):

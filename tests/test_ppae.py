@@ -280,9 +280,12 @@ def test_fuser_is_deterministic_and_restores_the_model(backbone, clip_latent, sh
     assert maps.shape[2] == clip_latent["samples"].shape[2] * 4
 
 
-def test_local_blend_keeps_the_source_outside_the_mask(backbone, clip_latent, shared_ddpm):
+@pytest.mark.parametrize("blend_maps, threshold", [("all steps, 1/4 resolution", 0.985),
+                                                   ("this step, every layer", 0.93)])
+def test_local_blend_keeps_the_source_outside_the_mask(backbone, clip_latent, shared_ddpm, blend_maps, threshold):
     inversion, _ = shared_ddpm(backbone, clip_latent)
-    latent, _ = fuse(backbone, inversion, edit("a cat meowing in the rain"), local_blend=0.93, blend_start=0.0)
+    latent, _ = fuse(backbone, inversion, edit("a cat meowing in the rain"), local_blend=threshold, blend_start=0.0,
+                     blend_maps=blend_maps)
     # Random weights attend almost uniformly (normalised maps 0.8-1.0), hence the high threshold.
     kept = (latent["samples"] == clip_latent["samples"]).all(dim=1)  # [1, T', F']: all channels from the source
     assert 0.0 < kept.float().mean() < 1.0
@@ -407,3 +410,19 @@ def test_edit_by_prompt_with_the_source_prompt_reproduces_the_clip_exactly_at_20
         # where the denoiser's numbers do not depend on the batch (the DiT here), see the README.
         fused, _ = fuse(backbone, inversion, edit(SOURCE), scales="3", attention_maps=False)
         assert (fused["samples"] - latent["samples"]).abs().max() <= 1e-5
+
+
+def test_windows_count_steps_as_prompt_to_prompt():
+    from prompt_audio_edit.engine.attention.control import FusionController, window_steps
+    from prompt_audio_edit.engine.attention.edit import make_attention_edit
+
+    # Cross: int(w (N + 1)); self: int(w N). 0.8 of 50 is 40 either way; 0.15 of 10 is 1 step, not 2.
+    assert [window_steps(w, 50, True) for w in (0.8, 0.4, 1.0, 0.3)] == [40, 20, 51, 15]
+    assert window_steps(0.15, 10, True) == 1 and window_steps(0.25, 10, False) == 2
+    spec = make_attention_edit("replace", SOURCE, "a cat barking in the rain", cross_window=0.15, self_window=0.25)
+    controller = FusionController(spec, FusionSchedule("binary", 0.0, 1.0), {}, None, (4, 4), "t5")
+    active = []
+    for n in range(10):
+        controller.begin_step(n, 10)
+        active.append((controller.fusion > 0, controller.self_active))
+    assert active[:3] == [(True, True), (False, True), (False, False)] and not any(a or b for a, b in active[3:])

@@ -49,8 +49,9 @@ class AttentionRecording:
     blend_tokens: dict[int, list[int]] = field(default_factory=dict)  # row -> word-stream key positions
     word_tokens: list[list[int]] = field(default_factory=list)        # preview: key positions of each word
     preview_row: int | None = None
-    blend_sum: torch.Tensor | None = None    # [rows, T', F'] this step
+    blend_sum: torch.Tensor | None = None    # [rows, T', F'] this step (blend_maps "this step, every layer")
     blend_count: int = 0
+    blend_levels: dict[int, torch.Tensor] = field(default_factory=dict)  # downsampling -> [rows, h, w], all steps
     preview_sum: torch.Tensor | None = None  # [words, T', F'] all steps
     preview_count: int = 0
 
@@ -69,14 +70,27 @@ def site_grid(latent_grid: tuple[int, int], queries: int) -> tuple[int, int, int
     return height, width, downsampling
 
 
+# The local blend's maps: Prompt-to-Prompt's (every step so far, at the layers of 1/4 the latent's resolution, pooled
+# there and enlarged nearest-neighbour) or the pack's former (this step's maps from every layer, on the latent grid).
+BLEND_MAPS = ("all steps, 1/4 resolution", "this step, every layer")
+_BLEND_DOWNSAMPLING = 4
+
+
+def window_steps(fraction: float, steps: int, cross: bool) -> int:
+    """Steps a window of `fraction` covers, counted as Prompt-to-Prompt does: int(w · (N + 1)) for the cross window
+    (its per-step alphas have N + 1 rows), int(w · N) for the self window."""
+    return int(fraction * (steps + 1)) if cross else int(fraction * steps)
+
+
 class FusionController:
     """PPAE's StepController: which rows, which keys, how strongly the edited attention is fused in, at which step."""
 
     def __init__(self, edit: AttentionEdit, schedule: FusionSchedule, mappings: dict[str, TokenMapping],
                  layout: BranchLayout, latent_grid: tuple[int, int], word_stream: str,
                  recording: AttentionRecording | None = None, query_prefix: int = 0,
-                 single_resolution: bool = False):
+                 single_resolution: bool = False, blend_maps: str = BLEND_MAPS[0]):
         self.edit = edit
+        self.blend_maps = blend_maps
         self.query_prefix = query_prefix            # queries before the latent's positions (DiT's global token)
         self.single_resolution = single_resolution  # every layer at full resolution: self_min_downsampling moot
         self.schedule = schedule
@@ -92,9 +106,10 @@ class FusionController:
     # --------------------------------------------------------------------------------------- steps
     def begin_step(self, index: int, total: int) -> None:
         """Set the step's fusion ratio and windows; t is the fraction of the edit's steps already done."""
-        t = index / max(total, 1)
-        self.fusion = self.schedule(t) if t < self.edit.cross_window else 0.0
-        self.self_active = t < self.edit.self_window
+        total = max(total, 1)
+        t = index / total
+        self.fusion = self.schedule(t) if index < window_steps(self.edit.cross_window, total, True) else 0.0
+        self.self_active = index < window_steps(self.edit.self_window, total, False)
         rec = self.recording
         rec.blend_sum, rec.blend_count = None, 0
 
@@ -169,9 +184,15 @@ class FusionController:
         if rec.blend_tokens:
             picked = torch.stack([probs[rows.index(r), :, rec.blend_tokens[r]].sum(-1)
                                   for r in sorted(rec.blend_tokens)])
-            maps = on_grid(picked)
-            rec.blend_sum = maps if rec.blend_sum is None else rec.blend_sum + maps
-            rec.blend_count += 1
+            if self.blend_maps == BLEND_MAPS[0]:
+                level = 1 if self.single_resolution else site_grid(self.latent_grid, probs.shape[1])[2]
+                native = picked.reshape(-1, height, width)
+                previous = rec.blend_levels.get(level)
+                rec.blend_levels[level] = native if previous is None else previous + native
+            else:
+                maps = on_grid(picked)
+                rec.blend_sum = maps if rec.blend_sum is None else rec.blend_sum + maps
+                rec.blend_count += 1
         if rec.preview_row is not None and rec.word_tokens:
             row = probs[rows.index(rec.preview_row)]
             maps = on_grid(torch.stack([row[:, positions].sum(-1) for positions in rec.word_tokens]))
@@ -183,10 +204,18 @@ class FusionController:
         words.
         """
         rec = self.recording
-        if rec.blend_sum is None:
+        if self.blend_maps == BLEND_MAPS[0]:
+            if not rec.blend_levels:
+                return None
+            # The 1/4-resolution layers; a model without them uses the level nearest to it, coarser first.
+            level = min(rec.blend_levels, key=lambda d: (abs(math.log2(d / _BLEND_DOWNSAMPLING)), -d))
+            maps = F.max_pool2d(rec.blend_levels[level][:, None], kernel_size=3, stride=1, padding=1)
+            maps = F.interpolate(maps, size=self.latent_grid, mode="nearest")[:, 0]
+        elif rec.blend_sum is None:
             return None
-        maps = rec.blend_sum / rec.blend_count
-        maps = F.max_pool2d(maps[:, None], kernel_size=3, stride=1, padding=1)[:, 0]
+        else:
+            maps = rec.blend_sum / rec.blend_count
+            maps = F.max_pool2d(maps[:, None], kernel_size=3, stride=1, padding=1)[:, 0]
         peak = maps.flatten(1).amax(dim=1).clamp_min(1e-12)
         masks = maps / peak[:, None, None] > threshold
         order = sorted(rec.blend_tokens)

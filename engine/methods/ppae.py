@@ -15,7 +15,8 @@ import torch
 
 from ..core import bridge
 from ..attention.alignment import positional_mapping, token_word_spans, word_stream_mapping
-from ..attention.control import FusionController, AttentionRecording, BranchLayout, attention_control
+from ..attention.control import (BLEND_MAPS, AttentionRecording, BranchLayout, FusionController,
+                                 attention_control)
 from ..attention.edit import AttentionEdit
 from ..io.previews import attention_map_images
 from ..backbones.base import Backbone, refuse_audio_prompt
@@ -78,7 +79,7 @@ def run_branches(backbone: Backbone, inversion: Inversion, clip: int, target_pro
                  edit: AttentionEdit | None = None, schedule: FusionSchedule | None = None,
                  blend_threshold: float = 0.0, blend_start: float = DEFAULT_BLEND_START,
                  preview: bool = False, prompt_input: str = "attention_edit", progress: Any = None,
-                 ) -> tuple[torch.Tensor, list[tuple[str, torch.Tensor]]]:
+                 blend_maps: str = BLEND_MAPS[0]) -> tuple[torch.Tensor, list[tuple[str, torch.Tensor]]]:
     """Denoise one clip's K target branches from its inversion (with the edit, when given); returns [K, C, T', F'].
     prompt_input names the node input a prompt the text encoder refuses came from; progress, a bridge.Progress
     shared by every clip of a batch (clips x steps), else one of this clip's own."""
@@ -118,7 +119,7 @@ def run_branches(backbone: Backbone, inversion: Inversion, clip: int, target_pro
         controller = FusionController(edit, schedule or FusionSchedule(),
                                          _stream_mappings(backbone, edit, conditioning, source_cond, target_cond[0]),
                                          BranchLayout(source_cond, target_cond), grid, word, recording,
-                                         backbone.query_prefix, backbone.single_resolution)
+                                         backbone.query_prefix, backbone.single_resolution, blend_maps)
 
     control = attention_control(backbone.denoiser, backbone.cross_attention_sites(), controller) \
         if controller is not None else contextlib.nullcontext()
@@ -150,7 +151,8 @@ def run_branches(backbone: Backbone, inversion: Inversion, clip: int, target_pro
                                                    device, history["source"])
             elif with_source:
                 source = inversion.trajectory[n + 1, clip:clip + 1].to(device, torch.float32)
-            if controller is not None and blend_threshold > 0.0 and n / steps >= blend_start:
+            # From step int(start · N) on, as Prompt-to-Prompt's LocalBlend counts.
+            if controller is not None and blend_threshold > 0.0 and n >= int(blend_start * steps):
                 masks = controller.blend_masks(blend_threshold)
                 if masks is not None:
                     targets = source + masks.reshape(count, 1, *targets.shape[2:]) * (targets - source)
@@ -188,7 +190,7 @@ def candidates_latent(inversion: Inversion, samples: torch.Tensor, scales: list[
 def fuse_edit(backbone: Backbone, inversion: Any, edit: Any, *, guidance_scales: str | list[float] = "12",
               schedule: FusionSchedule | None = None, local_blend: float = 0.0,
               blend_start: float = DEFAULT_BLEND_START, attention_maps: bool = True,
-              ) -> tuple[dict[str, Any], torch.Tensor]:
+              blend_maps: str = BLEND_MAPS[0]) -> tuple[dict[str, Any], torch.Tensor]:
     """The Fuser: edit every clip of an inversion, one candidate per guidance scale; LATENT batch + per-word maps."""
     inversion = check_inversion(backbone, inversion)
     if not isinstance(edit, AttentionEdit):
@@ -199,6 +201,8 @@ def fuse_edit(backbone: Backbone, inversion: Any, edit: Any, *, guidance_scales:
         raise PAEInputError("local_blend", f"{local_blend:g}: use 0 (off) or a threshold below 1 (P2P: 0.3).")
     if not 0.0 <= blend_start <= 1.0:
         raise PAEInputError("blend_start", f"{blend_start:g} is not a fraction of the steps; use 0..1.")
+    if blend_maps not in BLEND_MAPS:
+        raise PAEInputError("blend_maps", f"'{blend_maps}' is not one of {', '.join(BLEND_MAPS)}.")
     backbone.activate()
     samples, maps = [], []
     clips = inversion.start.shape[0]
@@ -206,7 +210,7 @@ def fuse_edit(backbone: Backbone, inversion: Any, edit: Any, *, guidance_scales:
         for clip in range(clips):
             latents, clip_maps = run_branches(backbone, inversion, clip, edit.target_prompt, scales, edit, schedule,
                                               local_blend, blend_start, preview=attention_maps and clip == 0,
-                                              progress=progress)
+                                              progress=progress, blend_maps=blend_maps)
             samples.append(latents)
             maps = maps or clip_maps
     latent = candidates_latent(inversion, torch.cat(samples), scales, edit.target_prompt)
