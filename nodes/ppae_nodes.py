@@ -100,13 +100,20 @@ class AttentionController(PAENode):
                                       "tooltip": "Self-attention is injected only in layers whose latent grid "
                                       "is downsampled at least this much (P2P: 4, its 16x16 maps). 1 = every "
                                       "layer (costly, rigid)."}),
+        }, "optional": {
+            "word_windows": ("STRING", {"default": "", "tooltip": "Prompt-to-Prompt's cross window per word, e.g. "
+                             "'cat: 0.4, rain: 1': the target word's tokens are edited for that fraction of the "
+                             "steps (counted as P2P, int(w x (steps + 1))), every other token for cross_window. "
+                             "Words of the target prompt. Empty: one window for all. The Fuser reads it; MusicGen "
+                             "Edit does not (EditGen has no windows)."}),
         }}
 
     def execute(self, source_prompt: str, target_prompt: str, mode: str = "replace", reweight_words: str = "",
                 reweight_weights: str = "", cross_window: float = DEFAULT_CROSS_WINDOW, self_window: float = 0.0,
-                streams: str = "all", self_min_downsampling: int = DEFAULT_SELF_MIN_DOWNSAMPLING) -> tuple:
+                streams: str = "all", self_min_downsampling: int = DEFAULT_SELF_MIN_DOWNSAMPLING,
+                word_windows: str = "") -> tuple:
         return (make_attention_edit(mode, source_prompt, target_prompt, reweight_words, reweight_weights,
-                                    cross_window, self_window, streams, self_min_downsampling),)
+                                    cross_window, self_window, streams, self_min_downsampling, word_windows),)
 
 
 class Fuser(PAENode):

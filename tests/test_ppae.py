@@ -426,3 +426,45 @@ def test_windows_count_steps_as_prompt_to_prompt():
         controller.begin_step(n, 10)
         active.append((controller.fusion > 0, controller.self_active))
     assert active[:3] == [(True, True), (False, True), (False, False)] and not any(a or b for a, b in active[3:])
+
+
+def test_word_windows_are_parsed_checked_and_keep_expired_words_on_the_targets_own_attention():
+    from prompt_audio_edit.engine.attention.alignment import TokenMapping
+    from prompt_audio_edit.engine.attention.control import BranchLayout, FusionController
+    from prompt_audio_edit.engine.attention.edit import make_attention_edit, parse_word_windows
+    from prompt_audio_edit.engine.core.errors import PAEInputError
+
+    assert parse_word_windows("cat: 0.4, rain: 1\nin the: 0") == (("cat", 0.4), ("rain", 1.0), ("in the", 0.0))
+    for bad in ("cat 0.4", "cat: 2", ": 0.3"):
+        with pytest.raises(PAEInputError, match="word_windows"):
+            parse_word_windows(bad)
+    with pytest.raises(PAEInputError, match="'lion' is not a word of the target"):
+        make_attention_edit("replace", SOURCE, "a cat barking in the rain", word_windows="lion: 0.4")
+
+    # Keys 0..5; the word at key 2 keeps a window of 0.5, every other key 0.2 (of 10 steps: 5 and 2 steps).
+    spec = make_attention_edit("replace", SOURCE, "a cat barking in the rain", cross_window=0.2,
+                               word_windows="cat: 0.5")
+    length, dim = 6, 4
+    mapping = TokenMapping(torch.eye(length).roll(1, dims=1), torch.zeros(length), torch.ones(length))
+    controller = FusionController(spec, FusionSchedule("binary", 0.0, 1.0, eta_min=0.0, eta_max=0.7), {"t5": mapping},
+                                  BranchLayout(0, [1]), (2, 2), "t5", word_columns=[([2], 0.5)])
+    generator = torch.Generator().manual_seed(0)
+    query, key = torch.randn(2, 1, 4, dim, generator=generator), torch.randn(2, 1, length, dim, generator=generator)
+    value = torch.randn(2, 1, length, dim, generator=generator)
+
+    def expected(active):
+        source = (query[0] @ key[0].transpose(-1, -2) / dim ** 0.5).softmax(-1) @ mapping.from_source  # [1, 4, L]
+        own = (query[1] @ key[1].transpose(-1, -2) / dim ** 0.5).softmax(-1)
+        mixed = active * source + (1 - active) * own
+        return controller.fusion * (mixed @ value[1]) + (1 - controller.fusion) * (own @ value[1])
+
+    site = type("Site", (), {"stream": "t5"})()
+    for step, active in ((1, torch.ones(length)), (3, torch.tensor([0.0, 0, 1, 0, 0, 0])), (6, None)):
+        controller.begin_step(step, 10)
+        out = controller.attend(site, query, key, value, None)
+        if active is None:
+            assert controller.fusion == 0.0
+            torch.testing.assert_close(out[1], torch.nn.functional.scaled_dot_product_attention(
+                query[1:], key[1:], value[1:])[0])
+        else:
+            torch.testing.assert_close(out[1], expected(active), rtol=1e-5, atol=1e-6)

@@ -88,9 +88,13 @@ class FusionController:
     def __init__(self, edit: AttentionEdit, schedule: FusionSchedule, mappings: dict[str, TokenMapping],
                  layout: BranchLayout, latent_grid: tuple[int, int], word_stream: str,
                  recording: AttentionRecording | None = None, query_prefix: int = 0,
-                 single_resolution: bool = False, blend_maps: str = BLEND_MAPS[0]):
+                 single_resolution: bool = False, blend_maps: str = BLEND_MAPS[0],
+                 word_columns: list[tuple[list[int], float]] | None = None):
         self.edit = edit
         self.blend_maps = blend_maps
+        self.word_columns = list(word_columns or [])  # word-stream key positions with their own cross window
+        self.default_on = False                       # the cross window of every other key this step
+        self.word_on: list[bool] = []
         self.query_prefix = query_prefix            # queries before the latent's positions (DiT's global token)
         self.single_resolution = single_resolution  # every layer at full resolution: self_min_downsampling moot
         self.schedule = schedule
@@ -108,7 +112,9 @@ class FusionController:
         """Set the step's fusion ratio and windows; t is the fraction of the edit's steps already done."""
         total = max(total, 1)
         t = index / total
-        self.fusion = self.schedule(t) if index < window_steps(self.edit.cross_window, total, True) else 0.0
+        self.default_on = index < window_steps(self.edit.cross_window, total, True)
+        self.word_on = [index < window_steps(fraction, total, True) for _, fraction in self.word_columns]
+        self.fusion = self.schedule(t) if self.default_on or any(self.word_on) else 0.0
         self.self_active = index < window_steps(self.edit.self_window, total, False)
         rec = self.recording
         rec.blend_sum, rec.blend_count = None, 0
@@ -133,8 +139,21 @@ class FusionController:
         if site.stream == self.word_stream:
             self._record(query, key, mask)
         if self.fusion > 0.0 and site.stream in self.mappings:
-            self._inject(out, query, key, value, mask, self._mapping(site.stream, query.device, query.dtype))
+            active = self._active_columns(key.shape[2], key.device, key.dtype) \
+                if site.stream == self.word_stream else None
+            if site.stream == self.word_stream or self.default_on:
+                self._inject(out, query, key, value, mask, self._mapping(site.stream, query.device, query.dtype),
+                             active)
         return out
+
+    def _active_columns(self, length: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
+        """1 for the word-stream keys edited this step, 0 for those whose window has ended (None: all edited)."""
+        if not self.word_columns:
+            return None if self.default_on else torch.zeros(length, device=device, dtype=dtype)
+        active = torch.full((length,), float(self.default_on), device=device, dtype=dtype)
+        for (positions, _), on in zip(self.word_columns, self.word_on):
+            active[[p for p in positions if p < length]] = float(on)
+        return None if bool(active.all()) else active
 
     def _coarse_enough(self, queries: int) -> bool:
         if self.single_resolution:
@@ -142,14 +161,20 @@ class FusionController:
         return site_grid(self.latent_grid, queries - self.query_prefix)[2] >= self.edit.self_min_downsampling
 
     def _inject(self, out: torch.Tensor, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                mask: torch.Tensor | None, mapping: TokenMapping | None) -> None:
-        """Overwrite the target rows of `out` with the edited attention (self: the source's map, fully)."""
+                mask: torch.Tensor | None, mapping: TokenMapping | None, active: torch.Tensor | None = None) -> None:
+        """Overwrite the target rows of `out` with the edited attention (self: the source's map, fully).
+
+        active [L]: per target key, 1 where the edit acts this step, 0 where the key's own window has ended and the
+        target keeps its own attention there (Prompt-to-Prompt's per-word alphas); the map stays linear in values.
+        """
         s, targets = self.layout.source_cond, self.layout.target_cond
-        values = value[targets]                                   # [K, h, L, d]
+        own_values = value[targets]
+        values = own_values                                       # [K, h, L, d]
         count, heads, length, dim = values.shape
         if mapping is not None:
             values = values * mapping.weights[:, None]
-            moved = torch.einsum("ij,khjd->khid", mapping.from_source, values)
+            edited_values = values if active is None else values * active[:, None]
+            moved = torch.einsum("ij,khjd->khid", mapping.from_source, edited_values)
         else:
             moved = values
         stacked = moved.permute(1, 2, 0, 3).reshape(1, heads, length, count * dim)
@@ -159,10 +184,12 @@ class FusionController:
         if mapping is None:
             out[targets] = edited
             return
-        if mapping.own.any():
+        kept = values * mapping.own[:, None]
+        if active is not None:  # keys outside their window: the target's own attention, unweighted
+            kept = kept + own_values * ((1.0 - mapping.own) * (1.0 - active))[:, None]
+        if mapping.own.any() or active is not None:
             own_mask = None if mask is None else mask[targets]
-            edited = edited + F.scaled_dot_product_attention(query[targets], key[targets],
-                                                             values * mapping.own[:, None], attn_mask=own_mask)
+            edited = edited + F.scaled_dot_product_attention(query[targets], key[targets], kept, attn_mask=own_mask)
         out[targets] = self.fusion * edited + (1.0 - self.fusion) * out[targets]
 
     # ----------------------------------------------------------------------------------- recording

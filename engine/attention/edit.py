@@ -42,6 +42,8 @@ class AttentionEdit:
     self_window: float = 0.0                    # self-attention injected from the first step to this fraction
     streams: str = "all"                        # "all" or "words only"
     self_min_downsampling: int = DEFAULT_SELF_MIN_DOWNSAMPLING
+    # Prompt-to-Prompt's per-word cross windows: (target word or phrase, fraction); other tokens take cross_window.
+    word_windows: tuple[tuple[str, float], ...] = field(default_factory=tuple)
 
     def bind(self, inversion_prompt: str, input_name: str = "attention_edit") -> "AttentionEdit":
         """Fill an empty source prompt from the inversion; refuse one that differs from it."""
@@ -143,13 +145,38 @@ def check_attention_edit(edit: AttentionEdit, input_name: str | None = None) -> 
         if not find_phrase(target, phrase):
             fail("reweight_words", f"'{phrase}' is not a word of the target prompt '{edit.target_prompt}'; "
                  "reweight words must appear in it.")
+    for phrase, _ in edit.word_windows:
+        if not find_phrase(target, phrase):
+            fail("word_windows", f"'{phrase}' is not a word of the target prompt '{edit.target_prompt}'; a word "
+                 "window names a target word (Prompt-to-Prompt looks words up in the target).")
     return edit
+
+
+def parse_word_windows(text: str) -> tuple[tuple[str, float], ...]:
+    """'cat: 0.4, rain: 1' (commas or new lines) -> ((word, fraction), ...): P2P's cross window per word."""
+    pairs = []
+    for part in re.split(r"[,\n;]", str(text)):
+        if not part.strip():
+            continue
+        word, sep, value = part.rpartition(":")
+        try:
+            fraction = float(value)
+        except ValueError:
+            fraction = -1.0
+        if not sep or not word.strip() or not 0.0 <= fraction <= 1.0:
+            raise PAEInputError("word_windows", f"'{part.strip()}' is not 'word: fraction' with a fraction in 0..1 "
+                                "(e.g. 'cat: 0.4, rain: 1').")
+        pairs.append((clean_prompt(word), fraction))
+    if len(pairs) > 77:
+        raise PAEInputError("word_windows", f"{len(pairs)} word windows; a prompt has at most 77 tokens.")
+    return tuple(pairs)
 
 
 def make_attention_edit(mode: str, source_prompt: str, target_prompt: str, reweight_words: str = "",
                         reweight_weights: str = "", cross_window: float = DEFAULT_CROSS_WINDOW,
                         self_window: float = 0.0, streams: str = "all",
-                        self_min_downsampling: int = DEFAULT_SELF_MIN_DOWNSAMPLING) -> AttentionEdit:
+                        self_min_downsampling: int = DEFAULT_SELF_MIN_DOWNSAMPLING,
+                        word_windows: str = "") -> AttentionEdit:
     """Build and check an edit from the controller's inputs (the source prompt may be left to the inversion)."""
     source_prompt = clean_prompt(source_prompt)
     target_prompt = clean_prompt(target_prompt)
@@ -158,5 +185,6 @@ def make_attention_edit(mode: str, source_prompt: str, target_prompt: str, rewei
     edit = AttentionEdit(mode=mode, source_prompt=source_prompt, target_prompt=target_prompt,
                          reweight=parse_reweight(reweight_words, reweight_weights), cross_window=float(cross_window),
                          self_window=float(self_window), streams=streams,
-                         self_min_downsampling=int(self_min_downsampling))
+                         self_min_downsampling=int(self_min_downsampling),
+                         word_windows=parse_word_windows(word_windows))
     return check_attention_edit(edit)

@@ -17,7 +17,7 @@ from ..core import bridge
 from ..attention.alignment import positional_mapping, token_word_spans, word_stream_mapping
 from ..attention.control import (BLEND_MAPS, AttentionRecording, BranchLayout, FusionController,
                                  attention_control)
-from ..attention.edit import AttentionEdit
+from ..attention.edit import AttentionEdit, find_phrase, prompt_words
 from ..io.previews import attention_map_images
 from ..backbones.base import Backbone, refuse_audio_prompt
 from ..core.errors import PAEInputError
@@ -115,11 +115,15 @@ def run_branches(backbone: Backbone, inversion: Inversion, clip: int, target_pro
         if preview:
             recording.preview_row = target_cond[0]
             recording.word_tokens = [g for _, g in target_spans]
+        target_words = prompt_words(edit.target_prompt)
+        word_columns = [([p for i in find_phrase(target_words, phrase) for p in target_spans[i][1]], fraction)
+                        for phrase, fraction in edit.word_windows]
         grid = backbone.attention_grid(tuple(start.shape))
         controller = FusionController(edit, schedule or FusionSchedule(),
                                          _stream_mappings(backbone, edit, conditioning, source_cond, target_cond[0]),
                                          BranchLayout(source_cond, target_cond), grid, word, recording,
-                                         backbone.query_prefix, backbone.single_resolution, blend_maps)
+                                         backbone.query_prefix, backbone.single_resolution, blend_maps,
+                                         word_columns)
 
     control = attention_control(backbone.denoiser, backbone.cross_attention_sites(), controller) \
         if controller is not None else contextlib.nullcontext()
