@@ -149,7 +149,7 @@ class FusionController:
     def _active_columns(self, length: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
         """1 for the word-stream keys edited this step, 0 for those whose window has ended (None: all edited)."""
         if not self.word_columns:
-            return None if self.default_on else torch.zeros(length, device=device, dtype=dtype)
+            return None  # one window for every key: the edit acts on all of them whenever it acts
         active = torch.full((length,), float(self.default_on), device=device, dtype=dtype)
         for (positions, _), on in zip(self.word_columns, self.word_on):
             active[[p for p in positions if p < length]] = float(on)

@@ -105,7 +105,7 @@ def invert(backbone: Backbone, latent: dict[str, Any], prompt: str, *, method: s
     scales = torch.full((batch,), float(guidance), device=device)
 
     def predict(x: torch.Tensor, t: float) -> torch.Tensor:
-        return chunked_prediction(backbone, x, t, uncond, cond, scales, int(clips_per_call))
+        return chunked_prediction(backbone, x, t, uncond, cond, scales, clips_per_call)
 
     run = list(range(skip, steps))
     with bridge.Progress(len(run), f"{method.upper()} inversion") as progress:

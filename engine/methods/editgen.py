@@ -51,11 +51,10 @@ class EditGenSettings:
 @dataclass
 class EditRecording:
     """The target's cross-attention per step (mean over layers and heads) for the per-word preview; optionally
-    every edited map, with the source's beside it (tests)."""
+    every edited map before and after (tests)."""
 
     per_step: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> [keys], summed over the layers
     changes: list[tuple[DecoderAttentionSite, torch.Tensor, torch.Tensor]] = field(default_factory=list)
-    sources: list[torch.Tensor] = field(default_factory=list)  # the source row's map of each change
     keep_changes: bool = False
 
 
@@ -160,7 +159,6 @@ class EditGenController:
             out[row] = original + weight * (edited - original)
             if self.recording.keep_changes:
                 self.recording.changes.append((site, original.clone(), out[row].clone()))
-                self.recording.sources.append(source.clone())
         return out
 
     def _edit_cross(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
