@@ -36,8 +36,20 @@ def _parser() -> argparse.ArgumentParser:
                      help="queue to this ComfyUI server instead of running here (e.g. http://127.0.0.1:8188); "
                      "repeat or comma-separate for several: jobs are spread over them, one at a time on each")
     run.add_argument("--input", dest="inputs", action="append", default=[], metavar="[NODE=]PATH",
-                     help="with --server: a batch of input files (a folder, a glob such as 'takes/*.wav', or a file; "
-                     "repeatable), one job each, fed to the workflow's audio loader (NODE= picks one of several)")
+                     help="with --ray or --server: a batch of input files (a folder, a glob such as 'takes/*.wav', or "
+                     "a file; repeatable), one job each, fed to the workflow's audio loader (NODE= picks one of "
+                     "several)")
+    run.add_argument("--sweep", dest="sweeps", action="append", default=[], metavar="NODE.INPUT=V1,V2,…",
+                     help="with --ray or --server: one job per value (comma-separated, or @FILE with one value per "
+                     "line; values with commas need the file); repeatable: jobs are every combination of inputs and "
+                     "swept values, e.g. --sweep 5.target_prompt=@prompts.txt --sweep 4.seed=0,1,2")
+    run.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                     help="run the batch on a Ray cluster: 'auto' = the cluster in RAY_ADDRESS, HOST:PORT = that "
+                     "cluster, nothing = a local one for this run (put --ray after the workflow); one worker per "
+                     "GPU (per CPU without GPUs) keeps its models loaded; each job goes to --out/<job name>/ with "
+                     "a job.json, and re-running the command skips finished jobs")
+    run.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                     help="with --ray: at most N workers (a local cluster gets N CPUs)")
     run.add_argument("--reconnect-wait", type=float, default=10.0, metavar="SECONDS",
                      help="with --server: how long a server that stops answering may take to come back before its "
                      "job moves to another server (default 10)")
@@ -54,7 +66,7 @@ def _demo_root() -> Path:
     return Path(os.environ.get("PAE_DEMO_DIR") or Path.home() / ".cache" / "prompt-audio-edit" / "demo")
 
 
-def _quiet_library_progress() -> None:
+def quiet_library_progress() -> None:
     """Hide diffusers/transformers loading bars: the runner reports progress per node itself."""
     import diffusers.utils.logging
     import transformers.utils.logging
@@ -90,17 +102,42 @@ def _run_on_servers(args: argparse.Namespace) -> int:
     input_dir = Path(args.input_dir or os.environ.get("PAE_INPUT_DIR") or "input").absolute()
     return run_workflow_on_servers(workflow, Path(args.workflow).stem, args.server, args.inputs, input_dir, out_dir,
                                    ui_workflow, reconnect_seconds=args.reconnect_wait,
-                                   max_download_mb=args.max_download_mb)
+                                   max_download_mb=args.max_download_mb, sweeps=args.sweeps,
+                                   node_classes=NODE_CLASS_MAPPINGS)
+
+
+def _run_on_ray(args: argparse.Namespace) -> int:
+    from .. import NODE_CLASS_MAPPINGS
+    from .cluster import run_workflow_on_ray
+
+    if args.demo:
+        raise WorkflowError(None, "--demo builds stand-in models on this machine; it does not apply with --ray.")
+    if args.server:
+        raise WorkflowError(None, "--ray and --server are two ways to run a batch; give one of them.")
+    if args.ray_workers is not None and args.ray_workers < 1:
+        raise WorkflowError(None, f"--ray-workers must be 1 or more, not {args.ray_workers}.")
+    workflow = apply_overrides(load_api_workflow(args.workflow), args.overrides, NODE_CLASS_MAPPINGS)
+    ui_workflow = _read_ui_workflow(args.ui_workflow) if args.ui_workflow else None
+    out_dir = Path(args.out or os.environ.get("PAE_OUTPUT_DIR") or "output").absolute()
+    input_dir = Path(args.input_dir or os.environ.get("PAE_INPUT_DIR") or "input").absolute()
+    models_dir = Path(args.models or os.environ.get("PAE_MODELS_DIR") or "models").absolute()
+    address = None if args.ray == "local" else args.ray
+    return run_workflow_on_ray(workflow, Path(args.workflow).stem, address, args.inputs, args.sweeps, input_dir,
+                               out_dir, models_dir, ui_workflow, workers=args.ray_workers,
+                               node_classes=NODE_CLASS_MAPPINGS)
 
 
 def _run(args: argparse.Namespace) -> int:
     from .. import NODE_CLASS_MAPPINGS
 
+    if args.ray is not None:
+        return _run_on_ray(args)
     if args.server:
         return _run_on_servers(args)
-    if args.inputs:
-        raise WorkflowError(None, "--input batches need --server; here, give one file with --set NODE.audio=NAME.")
-    _quiet_library_progress()
+    if args.inputs or args.sweeps:
+        raise WorkflowError(None, "--input and --sweep batches need --ray or --server; here, give one file with "
+                            "--set NODE.audio=NAME and one value with --set.")
+    quiet_library_progress()
     from .server import check_output_folder
 
     bridge.set_directories(models=args.models, input=args.input_dir, output=args.out)
@@ -135,7 +172,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `pae` console command."""
-    from .server import RunError
+    from .jobs import RunError
 
     args = _parser().parse_args(argv)
     try:

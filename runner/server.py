@@ -8,7 +8,6 @@ run it, so no job is lost and none is downloaded twice.
 from __future__ import annotations
 
 import asyncio
-import glob
 import json
 import os
 import sys
@@ -22,15 +21,9 @@ from urllib.parse import urlsplit
 
 from ..engine.core.errors import PAEInputError
 from ..engine.core.files import claim, resolve_inside
-from ..engine.io.audio import READ_EXTENSIONS
+from .jobs import Job, RunError, check_output_folder, plan_jobs
 
-# Loader nodes whose 'audio' input names a file in the server's input folder.
-AUDIO_LOADERS = ("PAE_LoadAudio", "LoadAudio")
 UPLOAD_SUBFOLDER = "pae"
-
-
-class RunError(Exception):
-    """A problem found before anything is queued (bad arguments, missing input, no server): exit code 2."""
 
 
 class ServerLost(Exception):
@@ -63,19 +56,6 @@ class Server:
         return f"{scheme}{self.url[self.url.index(':'):]}/ws?clientId={client_id}"
 
 
-@dataclass
-class Job:
-    index: int
-    label: str                          # what the user recognises: the input file, or the workflow's name
-    workflow: dict[str, dict[str, Any]]
-    files: dict[tuple[str, str], Path]  # (node id, input) -> local file to upload
-    out_dir: Path
-    done_on: str | None = None
-    saved: list[Path] = field(default_factory=list)
-    error: str | None = None
-    servers_tried: list[str] = field(default_factory=list)
-
-
 def normalise_server_url(text: str) -> str:
     """'host:port' or a full URL -> 'http://host:port[/prefix]', or RunError saying what a server address looks like."""
     raw = text.strip()
@@ -91,89 +71,6 @@ def normalise_server_url(text: str) -> str:
         raise RunError(f"--server '{text}' is not a server address; give it as http://HOST:PORT, "
                        "e.g. http://127.0.0.1:8188")
     return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
-
-
-def audio_loaders(workflow: dict[str, dict[str, Any]]) -> list[str]:
-    """Ids of the nodes that load an audio file by name."""
-    return [node_id for node_id, node in workflow.items()
-            if node.get("class_type") in AUDIO_LOADERS and isinstance(node.get("inputs", {}).get("audio"), str)]
-
-
-def expand_inputs(patterns: list[str]) -> list[Path]:
-    """Files named by --input: a folder (its audio files), a glob, or a file; sorted, each once."""
-    found: list[Path] = []
-    for pattern in patterns:
-        path = Path(pattern).expanduser()
-        if path.is_dir():
-            matches = [p for p in sorted(path.iterdir()) if p.is_file() and p.suffix.lower() in READ_EXTENSIONS]
-            if not matches:
-                raise RunError(f"--input folder {path} holds no audio files ({', '.join(READ_EXTENSIONS)}).")
-        elif glob.has_magic(pattern):
-            matches = [Path(p) for p in sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
-                       if Path(p).is_file()]
-            if not matches:
-                raise RunError(f"--input '{pattern}' matches no files.")
-        elif path.is_file():
-            matches = [path]
-        else:
-            raise RunError(f"input file not found: {path}")
-        found += [m.resolve() for m in matches if m.resolve() not in found]
-    return found
-
-
-def plan_jobs(workflow: dict[str, dict[str, Any]], name: str, inputs: list[str], input_dir: Path,
-              out_dir: Path) -> list[Job]:
-    """One job per input file (or one job), with every audio file the graph loads resolved to a local file."""
-    loaders = audio_loaders(workflow)
-    target, patterns = None, []
-    for text in inputs:
-        node_id, sep, rest = text.partition("=")
-        if sep and node_id in workflow:
-            if target not in (None, node_id):
-                raise RunError("--input may batch one loader node only; give the other files by name in the workflow.")
-            target, text = node_id, rest
-        patterns.append(text)
-    if patterns and target is None:
-        if len(loaders) != 1:
-            where = f"nodes {', '.join(loaders)}" if loaders else "no node"
-            raise RunError(f"the workflow loads audio in {where}; say which one --input feeds, e.g. "
-                           f"--input {loaders[0] if loaders else 'NODE'}=takes/*.wav")
-        target = loaders[0]
-    if target is not None and target not in loaders:
-        raise RunError(f"--input names node {target}, which does not load an audio file "
-                       f"(loaders: {', '.join(loaders)}).")
-    batch = expand_inputs(patterns) if patterns else [None]
-    jobs = []
-    for index, item in enumerate(batch):
-        graph = json.loads(json.dumps(workflow))
-        files = {}
-        for node_id in loaders:
-            value = graph[node_id]["inputs"]["audio"]
-            local = item if node_id == target and item is not None else _local_file(value, input_dir, node_id)
-            files[(node_id, "audio")] = local
-        label = item.name if item is not None else name
-        folder = out_dir / item.stem if item is not None and len(batch) > 1 else out_dir
-        jobs.append(Job(index, label, graph, files, folder))
-    return jobs
-
-
-def _local_file(value: str, input_dir: Path, node_id: str) -> Path:
-    for candidate in (Path(value).expanduser(), input_dir / value):
-        if candidate.is_file():
-            return candidate.resolve()
-    raise RunError(f"input file not found: '{value}' (node {node_id}, input 'audio'); looked in {input_dir} and the "
-                   "current folder. Put it there, or give it with --input.")
-
-
-def check_output_folder(out_dir: Path) -> None:
-    """Create the output folder and prove a file can be written there, before any job is queued."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".pae-write-test-"):
-            pass
-    except OSError as exc:
-        raise RunError(f"cannot write into the output folder {out_dir}: {exc.strerror or exc}; choose another "
-                       "with --out.") from None
 
 
 def format_refusal(server: Server, status: int, body: Any) -> str:
@@ -670,10 +567,11 @@ def server_names(urls: list[str]) -> list[Server]:
 
 def run_workflow_on_servers(workflow: dict, name: str, urls: list[str], inputs: list[str], input_dir: Path,
                             out_dir: Path, ui_workflow: dict | None = None, *, reconnect_seconds: float = 10.0,
-                            max_download_mb: float = DEFAULT_MAX_DOWNLOAD_MB, stream: Any = None) -> int:
+                            max_download_mb: float = DEFAULT_MAX_DOWNLOAD_MB, stream: Any = None,
+                            sweeps: list[str] | None = None, node_classes: dict[str, type] | None = None) -> int:
     """`pae run --server`: plan, check, run; print what was saved; return the exit code (0 all done, 1 a job failed)."""
     servers = server_names(urls)
-    jobs = plan_jobs(workflow, name, inputs, input_dir, out_dir)
+    jobs = plan_jobs(workflow, name, inputs, input_dir, out_dir, sweeps, node_classes)
     check_output_folder(out_dir)
     options = Options(out_dir, ui_workflow, reconnect_seconds=reconnect_seconds,
                       max_download_bytes=int(max_download_mb * 2 ** 20))

@@ -70,18 +70,24 @@ def apply_overrides(workflow: Workflow, overrides: list[str], node_classes: dict
     graph = json.loads(json.dumps(workflow))
     for text in overrides:
         node_id, input_name, value = parse_override(text)
-        if node_id not in graph:
-            titles = {str(n.get("_meta", {}).get("title")): k for k, n in graph.items()}
-            if node_id not in titles:
-                raise WorkflowError(node_id, f"--set names a node that is not in the workflow "
-                                    f"(ids: {', '.join(sorted(graph, key=_id_order))}).")
-            node_id = titles[node_id]
+        node_id = resolve_node(graph, node_id)
         cls = (node_classes or {}).get(graph[node_id].get("class_type"))
         if cls is not None and input_name not in (names := input_specs(cls)):
             raise WorkflowError(node_id, f"--set names an input '{input_name}' that {cls.NODE_ID} does not have "
                                 f"(its inputs: {', '.join(names)}).")
         graph[node_id].setdefault("inputs", {})[input_name] = value
     return graph
+
+
+def resolve_node(workflow: Workflow, node_id: str) -> str:
+    """A node named by id or by its title (_meta.title, as ComfyUI shows it), or WorkflowError listing the ids."""
+    if node_id in workflow:
+        return node_id
+    titles = {str(n.get("_meta", {}).get("title")): k for k, n in workflow.items()}
+    if node_id not in titles:
+        raise WorkflowError(node_id, f"--set names a node that is not in the workflow "
+                            f"(ids: {', '.join(sorted(workflow, key=_id_order))}).")
+    return titles[node_id]
 
 
 def _id_order(node_id: str) -> tuple:

@@ -41,6 +41,7 @@ class FakeComfy:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.queued: list[str] = []      # prompt ids in the order they were accepted
+        self.graphs: list[dict] = []     # the graphs accepted, in that order
         self.completed: list[tuple[str, str]] = []  # (prompt id, input name) of jobs that ran to the end
         self.history: dict[str, dict] = {}
         self.running: list[str] = []
@@ -131,6 +132,7 @@ class FakeComfy:
             self.frozen = True  # queued, then silence: no answer to this or any later request
             await self.freeze_point()
         self.queued.append(prompt_id)
+        self.graphs.append(graph)
         self.running.append(prompt_id)
         asyncio.ensure_future(self.execute(prompt_id, graph, client_id))
         return web.json_response({"prompt_id": prompt_id, "number": len(self.queued), "node_errors": {}})

@@ -73,6 +73,17 @@ def test_batch_is_spread_over_servers_and_each_output_belongs_to_its_input(serve
     assert len(capsys.readouterr().out.splitlines()) == 4
 
 
+def test_a_sweep_makes_one_job_per_input_and_value(servers, takes, tmp_path, capsys):
+    server = servers()
+    assert run("--server", server.url, "--input", str(takes), "--sweep", "Load Audio (PAE).duration=2,4.5",
+               tmp_path=tmp_path) == 0
+    folders = sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_dir())
+    assert folders == sorted(f"take{i}_duration-{k}" for i in range(4) for k in (1, 2))
+    queued = [graph["1"]["inputs"]["duration"] for graph in server.graphs]
+    assert sorted(queued) == [2, 2, 2, 2, 4.5, 4.5, 4.5, 4.5]
+    assert len(capsys.readouterr().out.splitlines()) == 8
+
+
 def test_a_server_that_dies_mid_job_has_its_job_run_elsewhere_once(servers, takes, tmp_path, capsys):
     crashing, healthy = servers("crash", step_seconds=0.05), servers()
     code = run("--server", crashing.url, "--server", healthy.url, "--input", str(takes / "take*.wav"),

@@ -12,7 +12,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -24,6 +24,7 @@ MODEL_KINDS = ("diffusers", "tango", "musicgen", "clap", "ap_adapter", "audio_en
 _overrides: dict[str, str] = {}
 _extra_model_roots: list[Path] = []
 _interrupt = threading.Event()
+_progress_listener: Callable[[int, int], None] | None = None
 
 
 class Interrupted(RuntimeError):
@@ -202,11 +203,18 @@ def check_interrupted() -> None:
         raise Interrupted("stopped by the user")
 
 
+def set_progress_listener(listener: Callable[[int, int], None] | None) -> None:
+    """Standalone: also tell listener(value, total) of every step (a batch worker reports it to the driver)."""
+    global _progress_listener
+    _progress_listener = listener
+
+
 class Progress:
     """Per-step progress: ComfyUI's node progress bar inside ComfyUI, a console bar otherwise."""
 
     def __init__(self, total: int, description: str = ""):
         self.total = int(total)
+        self.value = 0
         self._comfy_bar: Any = None
         self._console: Any = None
         if in_comfyui():
@@ -225,6 +233,9 @@ class Progress:
             self._comfy_bar.update(n)
         if self._console is not None:
             self._console.update(n)
+        self.value += n
+        if _progress_listener is not None:
+            _progress_listener(self.value, self.total)
         check_interrupted()
 
     def close(self) -> None:

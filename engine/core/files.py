@@ -97,6 +97,15 @@ def claim(temporary: Path, candidates: Iterable[Path]) -> Path:
     raise FileExistsError(f"no free name for {temporary.name}")
 
 
+def claim_folder(temporary: Path, final: Path) -> Path:
+    """Give a complete temporary folder its final name in one rename, so the folder appears whole or not at all;
+    refuses (FileExistsError) where the name is taken, never merging into or replacing what is there."""
+    if os.path.lexists(final):
+        raise FileExistsError(f"{final} already exists")
+    os.rename(temporary, final)  # a non-empty folder of that name, made meanwhile, makes this fail (ENOTEMPTY)
+    return final
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     """Write bytes to path, complete or not at all (a temporary name, then claimed); an existing file is refused."""
     path.parent.mkdir(parents=True, exist_ok=True)

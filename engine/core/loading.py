@@ -105,6 +105,16 @@ def load_model(path: Path, dtype_name: str, build: Callable[[torch.device, torch
     return cached((os.path.realpath(path), str(dtype), str(device)), load)
 
 
+def keep_models_loaded(keep: bool = True) -> None:
+    """Keep every model loaded from now on (a batch worker between jobs), or go back to weak sharing."""
+    _cache.keep_loaded(keep)
+
+
+def load_count() -> int:
+    """How many models this process has loaded (a batch worker reports it: each model should load once)."""
+    return _cache.loads
+
+
 def clear_cache() -> None:
     """Forget every loaded model of every kind (tests; ComfyUI frees memory through its own model management)."""
     _cache.clear()
