@@ -159,15 +159,15 @@ def test_batch_of_6_inputs_by_2_prompts_on_2_workers(batch):
 def test_a_worker_killed_mid_job_is_restarted_and_every_job_saved_once(batch):
     process = start(pae_command(batch, sample_workflow(steps=60)), batch["root"])
     lines: list[str] = []
-    line = wait_for(process, "worker w1: pid", lines)
-    pid = int(line.split("pid ")[1].split()[0])
+    started = {int(wait_for(process, f"worker w{n}: pid", lines).split("pid ")[1].split()[0]) for n in (1, 2)}
     wait_for(process, "done on", lines)  # the workers are busy with jobs now
-    os.kill(pid, signal.SIGKILL)
+    killed = min(started)
+    os.kill(killed, signal.SIGKILL)
     code, out, err = finish(process)
     assert code == 0, "".join(lines) + err[-3000:]
     records = check_every_job_saved_once(batch["out"], 12)
-    assert pid in {r["worker"]["pid"] for r in records}
-    assert len({r["worker"]["pid"] for r in records}) == 3  # the killed worker's replacement took over
+    replacements = {r["worker"]["pid"] for r in records} - started
+    assert len(replacements) == 1  # Ray restarted the killed worker, and the new process took jobs
 
 
 def test_a_killed_driver_resumes_where_it_stopped(batch):
