@@ -67,6 +67,8 @@ def test_standalone_defaults(monkeypatch, tmp_path):
     assert not bridge.in_comfyui()
     assert bridge.model_folders("musicgen") == [tmp_path / "m" / "musicgen"]
     assert bridge.choose_dtype("auto", torch.device("cpu")) == torch.float32
+    assert bridge.choose_dtype("auto", torch.device("mps")) == torch.float16  # as ComfyUI gives Apple GPUs
+    assert bridge.choose_dtype("auto", torch.device("cuda")) == torch.float16
     bridge.request_interrupt()
     with pytest.raises(bridge.Interrupted):
         bridge.check_interrupted()
@@ -81,6 +83,8 @@ def test_inside_comfyui_folders_come_from_folder_paths(fake_comfyui):
     assert bridge.input_directory() == tmp_path / "comfy_input"
     assert bridge.resolve_input_file("take.wav [output]") == tmp_path / "comfy_output" / "take.wav"
     assert bridge.choose_dtype("auto", torch.device("cuda")) == torch.float16
+    assert bridge.choose_dtype("auto", torch.device("mps")) == torch.float16  # ComfyUI's answer, not fp32
+    assert bridge.choose_dtype("auto", torch.device("cpu")) == torch.float32
 
 
 def test_inside_comfyui_models_are_managed_and_loaded_whole(fake_comfyui):

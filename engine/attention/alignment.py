@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .edit import AttentionEdit, find_phrase, prompt_words
+from ..core.placement import CPU
 from ..core.errors import PAEInputError
 
 # Markers a tokenizer puts on the first piece of a word: SentencePiece (T5) and byte-level BPE (GPT-2, RoBERTa).
@@ -31,7 +32,7 @@ class TokenMapping:
     @property
     def is_identity(self) -> bool:
         """True when the edit leaves the target's attention equal to the source's (same tokens, no factors)."""
-        eye = torch.eye(self.from_source.shape[0], dtype=self.from_source.dtype)
+        eye = torch.eye(self.from_source.shape[0], dtype=self.from_source.dtype, device=self.from_source.device)
         used = self.from_source.sum(dim=0) > 0
         return bool(torch.equal(self.from_source[:, used], eye[:, used]) and not self.own.any()
                     and torch.all(self.weights == 1))
@@ -78,7 +79,7 @@ def replace_mapping(source_tokens: list[str], target_tokens: list[str], source_p
     if len(source_groups) != len(target_groups):
         raise PAEInputError("attention_edit", f"Replace needs the same number of words; the source has "
                             f"{len(source_groups)} and the target {len(target_groups)}. Use Refine.")
-    mapping = torch.zeros(length, length)
+    mapping = torch.zeros(length, length, device=CPU)
     for src, tgt in zip(source_groups, target_groups):
         if len(src) == len(tgt):
             mapping[src, tgt] = 1.0
@@ -91,7 +92,7 @@ def replace_mapping(source_tokens: list[str], target_tokens: list[str], source_p
 
 def spread_word(mapping: torch.Tensor, source: list[int], target: list[int]) -> None:
     """Give each of a new word's tokens an equal share of the old word's attention (the word's total is kept)."""
-    mapping[torch.tensor(source)[:, None], torch.tensor(target)[None, :]] = 1.0 / len(target)
+    mapping[torch.tensor(source, device=CPU)[:, None], torch.tensor(target, device=CPU)[None, :]] = 1.0 / len(target)
 
 
 def swapped_words_mapping(edit: AttentionEdit, source_tokens: list[str], target_tokens: list[str],
@@ -100,12 +101,13 @@ def swapped_words_mapping(edit: AttentionEdit, source_tokens: list[str], target_
     old word's token columns, whatever the two token counts; the mask of those target columns."""
     source_spans = token_word_spans(source_tokens, edit.source_prompt)
     target_spans = token_word_spans(target_tokens, edit.target_prompt)
-    mapping = torch.zeros(length, length)
-    columns = torch.zeros(length, dtype=torch.bool)
+    mapping = torch.zeros(length, length, device=CPU)
+    columns = torch.zeros(length, dtype=torch.bool, device=CPU)
     for word in edit.edited_words()[1]:
         source, target = source_spans[word][1], target_spans[word][1]
         if source and target:
-            mapping[torch.tensor(source)[:, None], torch.tensor(target)[None, :]] = 1.0 / len(source)
+            rows, cols = torch.tensor(source, device=CPU), torch.tensor(target, device=CPU)
+            mapping[rows[:, None], cols[None, :]] = 1.0 / len(source)
             columns[target] = True
     return mapping, columns
 
@@ -120,8 +122,8 @@ def shared_token_mapping(source_tokens: list[str], target_tokens: list[str],
     """EditGen's Refine pairs: every target token takes the column of an equal source token, special tokens ('</s>',
     '<pad>') skipped. The code pairs all equal tokens many to many and writes them in order, so where a token
     repeats the last equal source token wins; the matrix and the mask of the target columns that take one."""
-    mapping = torch.zeros(length, length)
-    columns = torch.zeros(length, dtype=torch.bool)
+    mapping = torch.zeros(length, length, device=CPU)
+    columns = torch.zeros(length, dtype=torch.bool, device=CPU)
     chosen: dict[int, int] = {}
     for i, source in enumerate(source_tokens):
         for j, target in enumerate(target_tokens):
@@ -160,8 +162,8 @@ def align_tokens(source: list[str], target: list[str]) -> list[int]:
 def refine_mapping(source_tokens: list[str], target_tokens: list[str],
                    length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Refine's matrix and own-attention mask: aligned target tokens take the source column, new ones keep theirs."""
-    mapping = torch.zeros(length, length)
-    own = torch.zeros(length)
+    mapping = torch.zeros(length, length, device=CPU)
+    own = torch.zeros(length, device=CPU)
     for j, i in enumerate(align_tokens(source_tokens, target_tokens)):
         if i >= 0:
             mapping[i, j] = 1.0
@@ -173,7 +175,7 @@ def refine_mapping(source_tokens: list[str], target_tokens: list[str],
 def reweight_factors(target_tokens: list[str], target_prompt: str, reweight: tuple[tuple[str, float], ...],
                      length: int) -> torch.Tensor:
     """Column factors: every token of a reweighted word or phrase gets its factor (products where they overlap)."""
-    weights = torch.ones(length)
+    weights = torch.ones(length, device=CPU)
     if not reweight:
         return weights
     groups, _ = _word_groups(target_tokens, target_prompt, "target")
@@ -192,14 +194,14 @@ def word_stream_mapping(edit: AttentionEdit, source_tokens: list[str], target_to
     """The mapping of the stream that carries the words, for the edit's mode (Reweight on top of any mode)."""
     if edit.mode == "replace":
         from_source = replace_mapping(source_tokens, target_tokens, edit.source_prompt, edit.target_prompt, length)
-        own = torch.zeros(length)
+        own = torch.zeros(length, device=CPU)
     elif edit.mode == "refine":
         from_source, own = refine_mapping(source_tokens, target_tokens, length)
     else:  # reweight alone: same words, so the source's columns map one to one
         from_source, own = refine_mapping(source_tokens, target_tokens, length)
     weights = reweight_factors(target_tokens, edit.target_prompt, edit.reweight, length)
     # Keys past both prompts' tokens (padding, Stable Audio's timing tokens) are not words: position to position.
-    tail = torch.arange(min(max(len(source_tokens), len(target_tokens)), length), length)
+    tail = torch.arange(min(max(len(source_tokens), len(target_tokens)), length), length, device=CPU)
     from_source[tail, tail] = 1.0
     return TokenMapping(from_source, own, weights)
 
@@ -208,9 +210,9 @@ def positional_mapping(real_length: int, length: int) -> TokenMapping:
     """For a stream without words (AudioLDM2's 8 GPT-2 tokens): the target takes the source's map position by
     position.
     """
-    from_source = torch.zeros(length, length)
+    from_source = torch.zeros(length, length, device=CPU)
     from_source[range(real_length), range(real_length)] = 1.0
-    return TokenMapping(from_source, torch.zeros(length), torch.ones(length))
+    return TokenMapping(from_source, torch.zeros(length, device=CPU), torch.ones(length, device=CPU))
 
 
 def token_word_spans(tokens: list[str], prompt: str) -> list[tuple[str, list[int]]]:

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from .mel import MelFrontEnd
+from ..core.placement import made_on_cpu
 from .base import CrossAttentionSite, TextConditioning, tokenize_checked, unet_attention_blocks
 from .mel_vae import MelVAEBackbone
 
@@ -72,8 +73,9 @@ class AudioLDM2Backbone(MelVAEBackbone):
         if t5_length is None:
             t5_in = tokenize_checked(p.tokenizer_2, prompts, True, "T5")
         else:
-            t5_in = p.tokenizer_2(prompts, padding="max_length", max_length=int(t5_length), truncation=True,
-                                  return_tensors="pt")
+            with made_on_cpu():
+                t5_in = p.tokenizer_2(prompts, padding="max_length", max_length=int(t5_length), truncation=True,
+                                      return_tensors="pt")
         t5_mask = t5_in.attention_mask.to(device)
         t5 = p.text_encoder_2(t5_in.input_ids.to(device), attention_mask=t5_mask)[0]
         projected = p.projection_model(hidden_states=clap, hidden_states_1=t5,

@@ -10,6 +10,7 @@ import torch
 
 from ..core.errors import PAEInputError
 from ..core.loading import LoadedModel
+from ..core.placement import made_on_cpu
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,8 @@ def tokenize_checked(tokenizer: Any, prompts: list[str], padding: Any, stream: s
         if length > limit:
             raise PAEInputError("prompt", f"'{prompt[:60]}...' is {length} tokens long but the {stream} text "
                                 f"encoder takes at most {limit}; shorten the prompt.")
-    return tokenizer(prompts, padding=padding, max_length=limit, truncation=True, return_tensors="pt")
+    with made_on_cpu():
+        return tokenizer(prompts, padding=padding, max_length=limit, truncation=True, return_tensors="pt")
 
 
 def unet_attention_blocks(unet: torch.nn.Module) -> list[tuple[str, str, int, torch.nn.Module]]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from ..core.placement import CPU
 from ..io.audio import peak_normalise, resample, to_channels
 from ..core.latent import latent_info, make_latent
 from .base import Backbone
@@ -42,7 +43,7 @@ class MelVAEBackbone(Backbone):
         return math.ceil(max(num_samples, 1) / cell) * cell
 
     def latent_shape(self, num_samples: int) -> tuple[int, ...]:
-        frames = self.mel(torch.zeros(1, self.padded_length(num_samples))).shape[1]
+        frames = self.mel(torch.zeros(1, self.padded_length(num_samples), device=CPU)).shape[1]
         return (self.latent_channels, frames // self.vae_factor, self.n_mels // self.vae_factor)
 
     @torch.no_grad()

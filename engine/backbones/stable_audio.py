@@ -23,6 +23,7 @@ import torch
 from ..io.audio import resample, to_channels
 from ..core.errors import PAEInputError
 from ..core.latent import latent_info, make_latent
+from ..core.placement import CPU
 from ..diffusion.steps import StepSchedule, schedule_from_sigmas
 from ..diffusion.tiling import tiled_along_time
 from .base import Backbone, CrossAttentionSite, TextConditioning, tokenize_checked
@@ -93,7 +94,7 @@ class StableAudioBackbone(Backbone):
         if steps == 1 or sigma_max <= sigma_min:  # a start below σ_min: one step straight to the clean estimate
             sigmas = [sigma_max]
         else:
-            logs = torch.linspace(math.log(sigma_max), math.log(sigma_min), steps, dtype=torch.float64)
+            logs = torch.linspace(math.log(sigma_max), math.log(sigma_min), steps, dtype=torch.float64, device=CPU)
             sigmas = logs.exp().tolist()
         return schedule_from_sigmas(sigmas + [0.0], self.prediction_type, config, multistep=True)
 
@@ -138,7 +139,7 @@ class StableAudioBackbone(Backbone):
         samples = self._tiled(encode, audio, audio.shape[-1] // self.hop, encoding=True)
         return make_latent(samples, family=self.family, model=self.name, sample_rate=self.sample_rate,
                            num_samples=num_samples, source_sample_rate=sample_rate, source_num_samples=source_len,
-                           source_channels=source_channels, gain=torch.ones(batch))
+                           source_channels=source_channels, gain=torch.ones(batch, device=CPU))
 
     @torch.no_grad()
     def decode_latent(self, latent: dict[str, Any]) -> torch.Tensor:

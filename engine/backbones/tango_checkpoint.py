@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..core.placement import CPU
 from ..core.checkpoints import build_and_load, read_checkpoint, tensor_dict
 from ..core.errors import PAEInputError
 
@@ -162,8 +163,8 @@ def vocoder_state_from_original(state: dict[str, torch.Tensor]) -> dict[str, tor
     mels = out["conv_pre.weight"].shape[1] if "conv_pre.weight" in out else None
     if mels is not None:
         # SpeechT5HifiGan's input standardisation; AudioLDM's vocoder has none (normalize_before is off).
-        out.setdefault("mean", torch.zeros(mels))
-        out.setdefault("scale", torch.ones(mels))
+        out.setdefault("mean", torch.zeros(mels, device=CPU))
+        out.setdefault("scale", torch.ones(mels, device=CPU))
     return out
 
 

@@ -163,12 +163,13 @@ _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def choose_dtype(name: str, device: torch.device) -> torch.dtype:
-    """Resolve a dtype widget value: 'auto' is fp16 on CUDA (bf16 where fp16 is unsafe), fp32 elsewhere."""
+    """Resolve a dtype widget value. 'auto' inside ComfyUI is ComfyUI's choice for the device (fp16, else bf16, else
+    fp32; CUDA and Apple MPS alike); standalone fp16 on CUDA and MPS; fp32 on the CPU everywhere."""
     if name in _DTYPES:
         return _DTYPES[name]
     if name != "auto":
         raise PAEInputError("dtype", f"unknown dtype '{name}'; choose one of {', '.join(DTYPE_CHOICES)}.")
-    if device.type != "cuda":
+    if device.type == "cpu":
         return torch.float32
     if in_comfyui():
         mm = _mm()
@@ -177,7 +178,7 @@ def choose_dtype(name: str, device: torch.device) -> torch.dtype:
         if mm.should_use_bf16(device):
             return torch.bfloat16
         return torch.float32
-    return torch.float16
+    return torch.float16 if device.type in ("cuda", "mps") else torch.float32
 
 
 def free_memory() -> None:

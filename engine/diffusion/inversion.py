@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..core import bridge
+from ..core.placement import cpu_randn
 from ..backbones.base import Backbone, refuse_audio_prompt
 from ..core.errors import PAEInputError
 from ..core.checks import (check_clips_per_call, check_guidance, check_seed, check_steps, clean_prompt,
@@ -125,7 +126,7 @@ def _invert_ddpm(predict, x0, schedule, run, seed, progress):
     path = []
     for i in run:
         alpha = schedule.alphas[i]
-        eps = torch.randn(x0.shape, generator=generator).to(x0.device)
+        eps = cpu_randn(x0.shape, generator).to(x0.device)
         path.append(noised(x0, eps, alpha))
     path.append(x0)
     noise = []

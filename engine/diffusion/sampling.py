@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ..core import bridge
+from ..core.placement import CPU, cpu_randn
 from ..methods.ap_adapter import audio_prompt_attention
 from ..backbones.base import Backbone
 from ..core.errors import PAEInputError
@@ -77,7 +78,7 @@ def sample(backbone: Backbone, positive: str, negative: str = "", *, steps: int 
     else:
         shape = tuple(latent["samples"].shape[1:])
     # One CPU generator for the whole batch: a seed gives the same noise on any device, with or without the adapter.
-    noise = torch.randn((rows, *shape), generator=cpu_generator(seed)).to(device)
+    noise = cpu_randn((rows, *shape), cpu_generator(seed)).to(device)
     if latent is None or first == 0:
         x = noise
     else:
@@ -111,7 +112,7 @@ def _output_latent(backbone: Backbone, samples: torch.Tensor, info: dict[str, An
         return make_latent(samples.cpu(), family=backbone.family, model=backbone.name,
                            sample_rate=backbone.sample_rate, num_samples=num_samples,
                            source_sample_rate=backbone.sample_rate, source_num_samples=num_samples,
-                           source_channels=backbone.channels, gain=torch.ones(rows))
+                           source_channels=backbone.channels, gain=torch.ones(rows, device=CPU))
     info = {k: v for k, v in info.items() if k != "candidates"}
     gain = info.get("gain")
     if isinstance(gain, torch.Tensor) and gain.numel() > 1:

@@ -11,6 +11,8 @@ from typing import Callable
 
 import torch
 
+from ..core.placement import CPU
+
 
 def tile_spans(frames: int, tile: int, overlap: int) -> list[tuple[int, int]]:
     """[start, end) frame spans of tiles of `tile` frames overlapping by at least `overlap`, covering 0..frames.
@@ -28,9 +30,9 @@ def tile_spans(frames: int, tile: int, overlap: int) -> list[tuple[int, int]]:
 
 def _ramp_weights(length: int, ramp: int, left: bool, right: bool) -> torch.Tensor:
     """1 inside, (k + 1)/(ramp + 1) rising over the first `ramp` samples and falling over the last (inner edges)."""
-    weights = torch.ones(length, dtype=torch.float32)
+    weights = torch.ones(length, dtype=torch.float32, device=CPU)
     ramp = min(ramp, length)
-    rising = torch.arange(1, ramp + 1, dtype=torch.float32) / (ramp + 1)
+    rising = torch.arange(1, ramp + 1, dtype=torch.float32, device=CPU) / (ramp + 1)
     if left and ramp:
         weights[:ramp] = torch.minimum(weights[:ramp], rising)
     if right and ramp:

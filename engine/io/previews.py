@@ -8,6 +8,8 @@ import zlib
 
 import numpy as np
 import torch
+
+from ..core.placement import CPU
 import torch.nn.functional as F
 
 
@@ -24,7 +26,8 @@ def spectrogram_image(waveform: torch.Tensor, sample_rate: int, *, height: int =
     if mono.numel() < n_fft:
         mono = torch.nn.functional.pad(mono, (0, n_fft - mono.numel()))
     hop = max(n_fft // 4, math.ceil(mono.numel() / max_width))
-    spec = torch.stft(mono, n_fft=n_fft, hop_length=hop, window=torch.hann_window(n_fft), return_complex=True).abs()
+    window = torch.hann_window(n_fft, device=mono.device)
+    spec = torch.stft(mono, n_fft=n_fft, hop_length=hop, window=window, return_complex=True).abs()
     db = 20.0 * torch.log10(spec.clamp_min(1e-10))
     db = (db - db.max()).clamp_min(-dynamic_range_db) / dynamic_range_db + 1.0  # 0 = floor, 1 = loudest
     return colourise(db.flip(0))  # low frequencies at the bottom
@@ -43,7 +46,7 @@ def attention_map_images(maps: list[tuple[str, torch.Tensor]], grid: tuple[int, 
     """Per-word maps as an IMAGE batch [W, H, W', 3]: time across, frequency up, each map scaled to its own peak."""
     height, width = grid[1] * 8, grid[0] * 4
     if not maps:
-        return torch.zeros(1, height, width, 3)
+        return torch.zeros(1, height, width, 3, device=CPU)
     images = []
     for _, values in maps:
         picture = values.T.flip(0)[None, None].float()  # [1, 1, F', T'], low frequencies at the bottom
@@ -56,7 +59,7 @@ def attention_map_images(maps: list[tuple[str, torch.Tensor]], grid: tuple[int, 
 def word_strip_images(curves: list[torch.Tensor]) -> torch.Tensor:
     """Per-word attention over time ([steps] each) as an IMAGE batch [words, 48, min(steps x 4, 1024), 3]."""
     if not curves:
-        return torch.zeros(1, 48, 64, 3)
+        return torch.zeros(1, 48, 64, 3, device=CPU)
     images = []
     for curve in curves:
         curve = curve / curve.max().clamp_min(1e-12)

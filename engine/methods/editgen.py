@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ..core.placement import CPU
 from ..attention.alignment import (reweight_factors, shared_token_mapping, swapped_words_mapping,
                                    token_word_spans)
 from ..attention.edit import AttentionEdit, find_phrase, prompt_words
@@ -84,8 +85,9 @@ class EditGenController:
         self.recording = EditRecording()
         self.target_tokens = target_tokens
         length = key_length
-        self.mapping = torch.zeros(length, length)
-        self.blended = torch.zeros(length, dtype=torch.bool)  # target columns that take the source's attention
+        self.mapping = torch.zeros(length, length, device=CPU)
+        # target columns that take the source's attention
+        self.blended = torch.zeros(length, dtype=torch.bool, device=CPU)
         if edit.mode == "replace":
             self.mapping, self.blended = swapped_words_mapping(edit, source_tokens, target_tokens, length)
         elif edit.mode == "refine":
@@ -94,14 +96,14 @@ class EditGenController:
 
     def _reweight(self, tokens: list[str], length: int) -> torch.Tensor:
         if not self.spec.reweight:
-            return torch.ones(length)
+            return torch.ones(length, device=CPU)
         if self.settings.reweight_form == "scale":
             return reweight_factors(tokens, self.spec.target_prompt, self.spec.reweight, length)
-        weights = torch.ones(length)
+        weights = torch.ones(length, device=CPU)
         words = prompt_words(self.spec.target_prompt)
         spans = token_word_spans(tokens, self.spec.target_prompt)
         for phrase, weight in self.spec.reweight:
-            chosen = torch.zeros(length, dtype=torch.bool)
+            chosen = torch.zeros(length, dtype=torch.bool, device=CPU)
             for word in find_phrase(words, phrase):
                 chosen[spans[word][1]] = True
             weights = torch.where(chosen, weights, weights / weight)  # '</s>' and padding columns too, as the code

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from ..core import bridge
+from ..core.placement import cpu_randn
 from ..backbones.base import Backbone
 from ..core.errors import PAEInputError
 from ..core.checks import (check_clips_per_call, check_guidance, check_seed, check_steps, clean_prompt,
@@ -139,7 +140,7 @@ def _denoise(backbone: Any, clip_latents: torch.Tensor, instructions: list[str],
     shape = tuple(clip_latents.shape[1:])
 
     def draw() -> torch.Tensor:
-        per_seed = torch.stack([torch.randn(shape, generator=g) for g in generators])
+        per_seed = torch.stack([cpu_randn(shape, g) for g in generators])
         return per_seed[[k for _, _, k in plan]].to(device)
 
     x = noised(clip_latents, draw(), schedule.alphas[0])  # z + σ ε, in the model's VP form

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ..core.placement import CPU
 from ..core.errors import PAEInputError
 from ..io.audio import check_audio, check_seconds, make_audio, resample, to_channels
 
@@ -124,7 +125,8 @@ def paste_region(original: dict[str, Any], edited: dict[str, Any], region: Any, 
     before_in, inside_in = min(half, lo), min(half, (hi - lo) // 2)
     before_out, inside_out = min(half, span - hi), min(half, hi - lo - inside_in)
     first, last = lo - before_in, hi + before_out
-    gain = torch.ones(last - first)  # the edit's weight over [first, last); the original's is sqrt(1 - gain²)
+    # the edit's weight over [first, last); the original's is sqrt(1 - gain²)
+    gain = torch.ones(last - first, device=CPU)
     if before_in + inside_in:
         gain[:before_in + inside_in] = _equal_power_ramp(before_in + inside_in)
     if before_out + inside_out:
@@ -143,7 +145,7 @@ def paste_region(original: dict[str, Any], edited: dict[str, Any], region: Any, 
 
 def _equal_power_ramp(length: int) -> torch.Tensor:
     """sin(π/2·u) at the sample centres u = (n + ½) / length: the fade-in half of an equal-power crossfade."""
-    return torch.sin(0.5 * math.pi * (torch.arange(length, dtype=torch.float32) + 0.5) / length)
+    return torch.sin(0.5 * math.pi * (torch.arange(length, dtype=torch.float32, device=CPU) + 0.5) / length)
 
 
 def split_windows(audio: dict[str, Any], window: float, overlap: float = 1.0) -> tuple[dict[str, Any], Windows]:
@@ -179,17 +181,17 @@ def join_windows(edited: dict[str, Any], windows: Any) -> dict[str, Any]:
     w = windows
     edit = _in_original_format(edited, w.sample_rate, w.channels, w.window)
     per_window = _rows_per_clip(edit.shape[0], w.clips * w.count, "edited")
-    fade = torch.ones(w.window)
+    fade = torch.ones(w.window, device=CPU)
     if w.overlap:
-        ramp = (torch.arange(w.overlap) + 0.5) / w.overlap
+        ramp = (torch.arange(w.overlap, device=CPU) + 0.5) / w.overlap
         fade_in, fade_out = fade.clone(), fade.clone()
         fade_in[:w.overlap], fade_out[-w.overlap:] = ramp, 1.0 - ramp
     results = []
     for clip in range(w.clips):
         for k in range(per_window):
-            song = torch.zeros(w.channels, (w.count - 1) * w.hop + w.window)
+            song = torch.zeros(w.channels, (w.count - 1) * w.hop + w.window, device=CPU)
             for i in range(w.count):
-                gain = torch.ones(w.window)
+                gain = torch.ones(w.window, device=CPU)
                 if w.overlap and i > 0:
                     gain = gain * fade_in
                 if w.overlap and i < w.count - 1:

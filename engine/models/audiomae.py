@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.placement import CPU
 from ..io.audio import check_audio, resample, to_channels
 from ..core import loading
 from ..core.loading import LoadedModel
@@ -247,7 +248,7 @@ class AudioPromptEncoder(LoadedModel):
         """Tokens of the all-zero (normalised) fbank [1, N, D]: the unconditional audio prompt of the reference."""
         rate = check_pooling_rate(rate)
         if rate not in self._silence:
-            self._silence[rate] = self.encode_fbank(torch.zeros(1, FBANK_FRAMES, FBANK_BINS), rate)
+            self._silence[rate] = self.encode_fbank(torch.zeros(1, FBANK_FRAMES, FBANK_BINS, device=CPU), rate)
         return self._silence[rate]
 
 

@@ -25,6 +25,7 @@ import torch
 
 from ..io.audio import CANDIDATES_KEY, check_audio, make_audio, resample, to_channels
 from ..core import loading
+from ..core.placement import CPU, made_on_cpu
 from ..core.checkpoints import LIBRARY_WEIGHT_SUFFIXES
 from ..core.loading import LoadedModel
 from ..core.errors import PAEInputError
@@ -118,7 +119,8 @@ class ClapScorer(LoadedModel):
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         self.activate()
         device, _ = self._place()
-        tokens = self.tokenizer(prompts, padding=True, truncation=True, return_tensors="pt")
+        with made_on_cpu():
+            tokens = self.tokenizer(prompts, padding=True, truncation=True, return_tensors="pt")
         output = self.model.get_text_features(input_ids=tokens["input_ids"].to(device),
                                               attention_mask=tokens["attention_mask"].to(device))
         return torch.nn.functional.normalize(_pooled(output).float(), dim=-1).cpu()
@@ -158,7 +160,8 @@ class ClapScorer(LoadedModel):
                     owner.append(slot)
             embedded = torch.cat([self._embed_windows(windows[i:i + _WINDOWS_PER_FORWARD])
                                   for i in range(0, len(windows), _WINDOWS_PER_FORWARD)])
-            sums = torch.zeros(len(todo), embedded.shape[-1]).index_add_(0, torch.tensor(owner), embedded)
+            sums = torch.zeros(len(todo), embedded.shape[-1], device=CPU)
+            sums.index_add_(0, torch.tensor(owner, device=CPU), embedded)
             fresh = torch.nn.functional.normalize(sums, dim=-1)
             found.update((key, row.clone()) for key, row in zip(todo, fresh))
             with self._cache_lock:
@@ -176,7 +179,8 @@ class ClapScorer(LoadedModel):
     def _embed_windows(self, windows: list[Any]) -> torch.Tensor:
         self.activate()
         device, dtype = self._place()
-        features = self.feature_extractor(windows, sampling_rate=self.sample_rate, return_tensors="pt")
+        with made_on_cpu():
+            features = self.feature_extractor(windows, sampling_rate=self.sample_rate, return_tensors="pt")
         is_longer = torch.full((len(windows), 1), self.fusion, dtype=torch.bool, device=device)
         output = self.model.get_audio_features(input_features=features["input_features"].to(device, dtype),
                                                is_longer=is_longer)

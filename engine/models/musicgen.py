@@ -21,6 +21,7 @@ import torch
 from ..core import bridge
 from ..core import loading
 from ..core.loading import LoadedModel
+from ..core.placement import CPU, made_on_cpu
 from ..core.errors import PAEInputError
 from ..core.checks import check_guidance, cpu_generator
 from ..core.files import read_json_dict
@@ -168,18 +169,20 @@ class MusicGen(LoadedModel):
         length = frames + k  # the start token, then frames + K - 1 delayed steps
         decoder = self.model.decoder
         start = torch.full((batch * k, 1), self.start_token, dtype=torch.long, device=self.device)
-        _, pattern = decoder.build_delay_pattern_mask(start, pad_token_id=self.start_token, max_length=length)
+        with made_on_cpu():  # transformers builds the pattern on the default device, then moves it
+            _, pattern = decoder.build_delay_pattern_mask(start, pad_token_id=self.start_token, max_length=length)
         if forced is not None:
             given = torch.cat([start[: forced.shape[0] * k].view(-1, k, 1), forced.to(self.device)], dim=-1)
-            _, forced_pattern = decoder.build_delay_pattern_mask(given.reshape(-1, frames + 1),
-                                                                 pad_token_id=self.start_token, max_length=length)
+            with made_on_cpu():
+                _, forced_pattern = decoder.build_delay_pattern_mask(given.reshape(-1, frames + 1),
+                                                                     pad_token_id=self.start_token, max_length=length)
             pattern = torch.cat([forced_pattern, pattern[forced.shape[0] * k:]])
         sequence = start
         tokens = start.repeat(2, 1) if guided else start
         cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         generator = cpu_generator(seed)
         distinct = sorted(set(groups))
-        row_group = torch.tensor([distinct.index(g) for g in groups]).repeat_interleave(k).to(self.device)
+        row_group = torch.tensor([distinct.index(g) for g in groups], device=CPU).repeat_interleave(k).to(self.device)
         with bridge.Progress(length - 1, "MusicGen") as progress:
             for step in range(1, length):
                 if on_step is not None:
@@ -191,7 +194,8 @@ class MusicGen(LoadedModel):
                     logits = uncond + settings.guidance * (cond - uncond)
                 logits = filter_logits(logits / settings.temperature, settings.top_k, settings.top_p)
                 # Gumbel-max: argmax(logits + G) samples softmax(logits); one G per noise group and codebook.
-                uniform = torch.rand((len(distinct), k, logits.shape[-1]), generator=generator, dtype=torch.float64)
+                uniform = torch.rand((len(distinct), k, logits.shape[-1]), generator=generator, dtype=torch.float64,
+                                     device=CPU)
                 gumbel = -torch.log(-torch.log(uniform.clamp(1e-300, 1.0 - 1e-16))).to(self.device, torch.float32)
                 noise = gumbel[row_group, torch.arange(batch * k, device=self.device) % k]
                 chosen = torch.argmax(logits + noise, dim=-1)
