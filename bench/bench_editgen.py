@@ -24,21 +24,23 @@ CONFIGS = ("plain", "edit")
 SOURCE, TARGET = "a jazz song with piano and drums", "a jazz song with guitar and drums"
 
 
-def _small_size(model) -> None:
-    """Swap the tiny decoder and text encoder for MusicGen-small-size ones with random weights."""
+def _small_size(model, medium: bool = False) -> None:
+    """Swap the tiny decoder and text encoder for MusicGen-small-size (or -medium-size) ones with random weights."""
     from transformers import MusicgenDecoderConfig, T5Config
     from transformers.models.musicgen.modeling_musicgen import MusicgenForCausalLM
     from transformers.models.t5.modeling_t5 import T5EncoderModel
 
     old = model.decoder.config
-    config = MusicgenDecoderConfig(vocab_size=2048, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                                   ffn_dim=4096, num_codebooks=old.num_codebooks, max_position_embeddings=2048,
-                                   pad_token_id=2048, bos_token_id=2048, decoder_start_token_id=2048)
+    width, layers, heads = (1536, 48, 24) if medium else (1024, 24, 16)
+    config = MusicgenDecoderConfig(vocab_size=2048, hidden_size=width, num_hidden_layers=layers,
+                                   num_attention_heads=heads, ffn_dim=4 * width, num_codebooks=old.num_codebooks,
+                                   max_position_embeddings=2048, pad_token_id=2048, bos_token_id=2048,
+                                   decoder_start_token_id=2048)
     model.decoder = MusicgenForCausalLM(config).eval()
     text = T5Config(vocab_size=model.text_encoder.config.vocab_size, d_model=768, d_kv=64, d_ff=3072, num_layers=12,
                     num_heads=12)
     model.text_encoder = T5EncoderModel(text).eval()
-    model.enc_to_dec_proj = torch.nn.Linear(768, 1024)
+    model.enc_to_dec_proj = torch.nn.Linear(768, width)
     model.config.decoder = config
     model.config.text_encoder = text
 

@@ -30,7 +30,9 @@ def fake_comfyui(monkeypatch, tmp_path):
     mm = types.ModuleType("comfy.model_management")
     mm.get_torch_device = lambda: torch.device("cpu")
     mm.unet_offload_device = lambda: torch.device("cpu")
-    mm.load_models_gpu = lambda models, **kw: calls.append(("load_models_gpu", len(models), kw))
+    mm.load_models_gpu = lambda models, **kw: (
+        calls.append(("load_models_gpu", len(models), kw)),
+        calls.append(("loaded", tuple(sorted(name for m in models for name in m.model.keys())))))
     mm.soft_empty_cache = lambda: calls.append(("soft_empty_cache",))
     mm.throw_exception_if_processing_interrupted = lambda: calls.append(("interrupt_check",))
     mm.should_use_fp16 = lambda device: True
@@ -106,3 +108,31 @@ def test_inside_comfyui_progress_and_interruption(fake_comfyui):
             progress.step()
     assert calls.count(("progress", 1)) == 3 and calls.count(("interrupt_check",)) == 3
     assert ("ProgressBar", 3) in calls
+
+
+def test_inside_comfyui_each_part_has_its_patcher_and_text_is_encoded_before_the_denoiser_loads(
+        fake_comfyui, tiny_models_root):
+    """Text encoders, denoiser and VAE + vocoder are separate patchers: ComfyUI can offload the text encoders once the
+    prompts are encoded and keep only the denoiser for the steps."""
+    from prompt_audio_edit.engine.backbones import registry
+    from prompt_audio_edit.engine.core import loading
+    from prompt_audio_edit.engine.diffusion.inversion import invert
+    from tests.conftest import TINY_MODEL
+
+    calls, _ = fake_comfyui
+    sys.modules["folder_paths"].folder_names_and_paths["diffusers"] = ([str(tiny_models_root / "diffusers")], set())
+    loading.clear_cache()
+    backbone = registry.load_backbone(TINY_MODEL, "fp32")
+    sizes = [size for kind, size in (c for c in calls if c[0] == "ModelPatcher")]
+    total = sum(t.numel() * t.element_size() for t in {id(t): t for m in backbone.modules.values()
+                                                        for t in [*m.parameters(), *m.buffers()]}.values())
+    assert len(sizes) == 3 and sum(sizes) == total  # text, denoiser, vae + vocoder: every weight in one of them
+    latent = backbone.encode_audio(torch.randn(1, 1, 16000, generator=torch.Generator().manual_seed(0)), 16000)
+    del calls[:]
+    invert(backbone, latent, "a dog barking", steps=4, edit_start=0.5)
+    loads = [c[1] for c in calls if c[0] == "loaded"]
+    text = ("language_model", "projection_model", "text_encoder", "text_encoder_2")
+    assert loads[0] == ("unet",) and text in loads  # the method claims the denoiser, the prompt brings in the text
+    assert loads[-1] == ("unet",) and loads.index(text) < len(loads) - 1  # ... and the denoiser is back for the steps
+    assert ("vae", "vocoder") not in loads  # nothing asked for the VAE while inverting
+    loading.clear_cache()

@@ -112,7 +112,7 @@ class SmoothBackbone:
 
         return make_step_schedule(self.make_scheduler(), steps, self.prediction_type)
 
-    def activate(self):
+    def activate(self, part=None):
         pass
 
     def encode_text(self, prompts):
@@ -468,3 +468,17 @@ def test_word_windows_are_parsed_checked_and_keep_expired_words_on_the_targets_o
                 query[1:], key[1:], value[1:])[0])
         else:
             torch.testing.assert_close(out[1], expected(active), rtol=1e-5, atol=1e-6)
+
+
+def test_each_prompt_is_encoded_once_per_model_across_nodes(tiny_backbone, monkeypatch):
+    latent = vae_encode(tiny_backbone, core_style_audio(1.0, 16000, 1))
+    calls: list[str] = []
+    original = tiny_backbone.encode_text
+    monkeypatch.setattr(tiny_backbone, "encode_text", lambda prompts, *a, **k: (calls.extend(prompts),
+                                                                               original(prompts, *a, **k))[1])
+    target = SOURCE.replace("dog", "cat")
+    inversion = ddpm(tiny_backbone, latent)
+    fuse(tiny_backbone, inversion, edit(target), scales="3, 6")
+    fuse(tiny_backbone, inversion, edit(target), scales="9")
+    redenoise(tiny_backbone, inversion, prompt=target, guidance=4.0)
+    assert sorted(calls) == sorted({"", SOURCE, target})  # Invert, two Fusers, ZETA: each prompt once

@@ -47,6 +47,9 @@ class AudioLDM2Backbone(MelVAEBackbone):
     def denoiser(self) -> torch.nn.Module:
         return self.pipeline.unet
 
+    parts = {"text": ("text_encoder", "text_encoder_2", "projection_model", "language_model"), "denoiser": ("unet",),
+             "vae": ("vae", "vocoder")}
+
     @property
     def modules(self) -> dict[str, torch.nn.Module]:
         """Every weight-bearing part, for device placement and memory accounting."""
@@ -63,7 +66,7 @@ class AudioLDM2Backbone(MelVAEBackbone):
     @torch.no_grad()
     def encode_text(self, prompts: list[str], t5_length: int | None = None) -> TextConditioning:
         """t5_length: pad (or cut) the T5 tokens to this length, as diffusers does for a negative prompt."""
-        self.activate()
+        self.activate("text")
         p = self.pipeline
         device = self.device
         clap_in = tokenize_checked(p.tokenizer, prompts, "max_length", "CLAP")

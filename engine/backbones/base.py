@@ -103,8 +103,9 @@ class Backbone(LoadedModel, ABC):
 
     @property
     def device(self) -> torch.device:
-        """Where the denoiser's weights are now: the device a method puts its latents and noise on."""
-        return self.denoiser.device
+        """The compute device, where activate() brings each part: a method puts its latents and noise there (inside
+        ComfyUI a part may sit offloaded between runs)."""
+        return self.managed.device if self.managed is not None else self.denoiser.device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -178,7 +179,8 @@ class Backbone(LoadedModel, ABC):
 
         if sigma_start is not None:
             raise ValueError(f"{self.family} schedules are laid out in timesteps, not from a starting σ")
-        return make_step_schedule(self.make_scheduler(), steps, self.prediction_type)
+        with made_on_cpu():  # diffusers' schedulers make their tables on the default device
+            return make_step_schedule(self.make_scheduler(), steps, self.prediction_type)
 
     def attention_grid(self, latent_shape: tuple[int, ...]) -> tuple[int, int]:
         """(time, frequency) positions of a latent of this shape as the attention layers lay them out."""

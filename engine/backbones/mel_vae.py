@@ -50,7 +50,7 @@ class MelVAEBackbone(Backbone):
     def encode_audio(self, waveform: torch.Tensor, sample_rate: int) -> dict[str, Any]:
         batch, source_channels, source_len = waveform.shape
         self.check_duration(source_len, sample_rate)
-        self.activate()
+        self.activate("vae")
         mono = to_channels(resample(waveform, sample_rate, self.sample_rate), 1)[:, 0]
         num_samples = mono.shape[-1]
         mono = mono - mono.mean(dim=-1, keepdim=True)
@@ -66,7 +66,7 @@ class MelVAEBackbone(Backbone):
     @torch.no_grad()
     def decode_latent(self, latent: dict[str, Any]) -> torch.Tensor:
         info = latent_info(latent, self.family, self.latent_channels)
-        self.activate()
+        self.activate("vae")
         samples = latent["samples"].to(self.device, self.vae.dtype)
         mel = self.vae.decode(samples / self.scaling_factor).sample  # [B, 1, frames, n_mels]
         audio = self.vocoder(mel[:, 0].to(self.vocoder.dtype)).float()  # [B, frames * hop]

@@ -77,6 +77,8 @@ class StableAudioBackbone(Backbone):
     def denoiser(self) -> torch.nn.Module:
         return self.transformer
 
+    parts = {"text": ("text_encoder", "projection_model"), "denoiser": ("transformer",), "vae": ("vae",)}
+
     @property
     def modules(self) -> dict[str, torch.nn.Module]:
         """Every weight-bearing part, for device placement and memory accounting."""
@@ -127,7 +129,7 @@ class StableAudioBackbone(Backbone):
         The DiT itself still takes one window (check_latent_length); a song goes through Split Windows first.
         """
         batch, source_channels, source_len = waveform.shape
-        self.activate()
+        self.activate("vae")
         audio = to_channels(resample(waveform, sample_rate, self.sample_rate), self.channels)
         num_samples = audio.shape[-1]
         audio = torch.nn.functional.pad(audio, (0, self.padded_length(num_samples) - num_samples))
@@ -146,7 +148,7 @@ class StableAudioBackbone(Backbone):
         """Any length: a latent longer than the window is decoded in overlapping tiles, as ComfyUI core's tiled
         audio decode does, so memory stays bounded by the window."""
         info = latent_info(latent, self.family, self.latent_channels)
-        self.activate()
+        self.activate("vae")
 
         def decode(part: torch.Tensor) -> torch.Tensor:
             return self.vae.decode(part.to(self.device, self.vae.dtype)).sample.float().cpu()  # [B, 2, frames * hop]
@@ -169,7 +171,7 @@ class StableAudioBackbone(Backbone):
     # ---------------------------------------------------------------------------------------- text
     @torch.no_grad()
     def encode_text(self, prompts: list[str]) -> TextConditioning:
-        self.activate()
+        self.activate("text")
         device = self.text_encoder.device
         t5_in = tokenize_checked(self.tokenizer, list(prompts), "max_length", "T5")
         mask = t5_in.attention_mask.to(device)

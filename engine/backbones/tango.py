@@ -112,6 +112,8 @@ class TangoBackbone(MelVAEBackbone):
     def denoiser(self) -> torch.nn.Module:
         return self.unet
 
+    parts = {"text": ("text_encoder",), "denoiser": ("unet",), "vae": ("vae", "vocoder")}
+
     @property
     def modules(self) -> dict[str, torch.nn.Module]:
         """Every weight-bearing part, for device placement and memory accounting."""
@@ -128,7 +130,7 @@ class TangoBackbone(MelVAEBackbone):
 
     @torch.no_grad()
     def encode_text(self, prompts: list[str]) -> TextConditioning:
-        self.activate()
+        self.activate("text")
         device = self.text_encoder.device
         t5_in = self._tokenize(list(prompts))
         mask = t5_in.attention_mask.to(device)

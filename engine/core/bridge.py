@@ -256,27 +256,38 @@ class PromptAudioEditModel(torch.nn.ModuleDict):
 
 
 class ManagedModel:
-    """A loaded model's weight-bearing parts; inside ComfyUI a ModelPatcher lets ComfyUI move and free them."""
+    """A loaded model's weight-bearing parts; inside ComfyUI one ModelPatcher per part (text encoders, denoiser, VAE
+    and vocoder, ...) lets ComfyUI keep on the GPU only the part a step needs and offload the others."""
 
-    def __init__(self, modules: dict[str, torch.nn.Module], device: torch.device, label: str):
-        # A plain container: ComfyUI's patcher sets attributes (e.g. .device) that diffusers models forbid.
-        self.container = PromptAudioEditModel(modules)
-        self.container.requires_grad_(False).eval()
-        self.label = label
-        self.patcher: Any = None
-        if in_comfyui():
-            import comfy.model_patcher
+    def __init__(self, modules: dict[str, torch.nn.Module], device: torch.device, label: str,
+                 parts: dict[str, tuple[str, ...]] | None = None):
+        self.device, self.label = device, label  # device: where activate() puts the weights (the compute device)
+        groups = {part: names for part, names in (parts or {}).items() if any(name in modules for name in names)}
+        rest = tuple(name for name in modules if not any(name in names for names in groups.values()))
+        if rest:
+            groups["rest" if groups else "all"] = rest
+        # Plain containers: ComfyUI's patcher sets attributes (e.g. .device) that diffusers models forbid.
+        self.containers = {part: PromptAudioEditModel({name: modules[name] for name in names if name in modules})
+                           for part, names in groups.items()}
+        self.patchers: dict[str, Any] = {}
+        for part, container in self.containers.items():
+            container.requires_grad_(False).eval()
+            if in_comfyui():
+                import comfy.model_patcher
 
-            # Tied weights counted once (ComfyUI's default count would add them twice).
-            unique = {id(t): t for t in [*self.container.parameters(), *self.container.buffers()]}
-            size = sum(t.numel() * t.element_size() for t in unique.values())
-            self.patcher = comfy.model_patcher.ModelPatcher(self.container, load_device=device,
-                                                            offload_device=offload_device(), size=size)
-        else:
-            self.container.to(device)
+                # Tied weights counted once (ComfyUI's default count would add them twice).
+                unique = {id(t): t for t in [*container.parameters(), *container.buffers()]}
+                size = sum(t.numel() * t.element_size() for t in unique.values())
+                self.patchers[part] = comfy.model_patcher.ModelPatcher(container, load_device=device,
+                                                                       offload_device=offload_device(), size=size)
+            else:
+                container.to(device)
 
-    def activate(self) -> None:
-        """Bring the weights to the compute device (ComfyUI may have offloaded them to make room)."""
-        if self.patcher is not None:
-            # Full load: ComfyUI can only part-load its own layer types; ours would be left behind on the CPU.
-            _mm().load_models_gpu([self.patcher], force_full_load=True)
+    def activate(self, part: str | None = None) -> None:
+        """Bring a part's weights (all parts: None, or a part this model does not split off) to the compute device;
+        ComfyUI may have offloaded them to make room, and may offload other parts for this one."""
+        if not self.patchers:
+            return
+        chosen = [self.patchers[part]] if part in self.patchers else list(self.patchers.values())
+        # Full load: ComfyUI can only part-load its own layer types; ours would be left behind on the CPU.
+        _mm().load_models_gpu(chosen, force_full_load=True)

@@ -24,16 +24,20 @@ class LoadedModel:
     """What every loaded model shares: its weight-bearing parts and the memory manager load_model gives it."""
 
     managed: Any = None  # bridge.ManagedModel, set by load_model
+    # Parts ComfyUI manages on their own (part -> names in `modules`): e.g. the text encoders are offloaded once the
+    # prompts are encoded, so the denoiser has the GPU for the steps. Modules named in no part form one more part.
+    parts: dict[str, tuple[str, ...]] = {}
 
     @property
     def modules(self) -> dict[str, torch.nn.Module]:
         """Every weight-bearing part by name, for device placement and memory accounting."""
         raise NotImplementedError
 
-    def activate(self) -> None:
-        """Bring the weights to the compute device (ComfyUI may have offloaded them); call once per run."""
+    def activate(self, part: str | None = None) -> None:
+        """Bring a part's weights (or all of them) to the compute device (ComfyUI may have offloaded them); call it
+        before the part computes."""
         if self.managed is not None:
-            self.managed.activate()
+            self.managed.activate(part)
 
 
 def list_model_folders(kind: str, accept: Callable[[Path], bool]) -> list[str]:
@@ -99,7 +103,7 @@ def load_model(path: Path, dtype_name: str, build: Callable[[torch.device, torch
         except Exception as exc:  # noqa: BLE001 - any failure of a damaged folder (e.g. SafetensorError) is explained
             raise PAEInputError(input_name, f"could not load {what} ({exc.__class__.__name__}: {str(exc)[:300]}); "
                                 f"{fix}") from None
-        model.managed = bridge.ManagedModel(model.modules, device, label)
+        model.managed = bridge.ManagedModel(model.modules, device, label, getattr(model, "parts", None))
         return model
 
     return cached((os.path.realpath(path), str(dtype), str(device)), load)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 from ..backbones.base import Backbone, TextConditioning
@@ -9,16 +11,30 @@ from ..core.errors import PAEInputError
 from .steps import guide
 
 
+# Each model's encodings of the prompts it was given last (Invert and the Fuser of one graph both encode the source
+# prompt; ZETA's scales re-encode the target): encoded once, for as long as the model lives.
+MAX_REMEMBERED_PROMPTS = 64
+_encodings: "weakref.WeakKeyDictionary[Backbone, dict[str, TextConditioning]]" = weakref.WeakKeyDictionary()
+
+
 def encode_prompts(backbone: Backbone, prompts: list[str], input_name: str) -> TextConditioning:
-    """Encode each distinct prompt on its own (so its encoding never depends on the others) and stack them."""
+    """Encode each distinct prompt on its own (so its encoding never depends on the others) and stack them, then
+    bring the denoiser in for the steps that follow (inside ComfyUI the text encoders may now be offloaded)."""
     unique = list(dict.fromkeys(prompts))
+    remembered = _encodings.setdefault(backbone, {})
     encoded = {}
     for prompt in unique:
-        try:
-            encoded[prompt] = backbone.encode_text([prompt])
-        except PAEInputError as exc:
-            raise PAEInputError(input_name, exc.message) from None
+        if prompt not in remembered:
+            try:
+                conditioning = backbone.encode_text([prompt])
+            except PAEInputError as exc:
+                raise PAEInputError(input_name, exc.message) from None
+            if len(remembered) >= MAX_REMEMBERED_PROMPTS:
+                remembered.pop(next(iter(remembered)))
+            remembered[prompt] = conditioning
+        encoded[prompt] = remembered[prompt]
     stacked = TextConditioning.concat([encoded[p] for p in unique])
+    backbone.activate("denoiser")
     return stacked.rows([unique.index(p) for p in prompts])
 
 
@@ -30,6 +46,7 @@ def encode_prompt_pair(backbone: Backbone, positive: str, negative: str) -> Text
         negative_text = backbone.encode_negative(negative, positive_text)
     except PAEInputError as exc:
         raise PAEInputError("negative", exc.message) from None
+    backbone.activate("denoiser")
     return TextConditioning.concat([negative_text, positive_text])
 
 

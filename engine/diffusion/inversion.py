@@ -95,7 +95,7 @@ def invert(backbone: Backbone, latent: dict[str, Any], prompt: str, *, method: s
     seed = check_seed(seed)
     clips_per_call = check_clips_per_call(clips_per_call)
     schedule = backbone.step_schedule(int(steps))
-    backbone.activate()
+    backbone.activate("denoiser")
     device = backbone.device
     # Contiguous: a latent in another memory layout (a VAE's channels-last output) takes other convolution kernels
     # than the trajectory stored from it, and the re-denoise would then differ in the last bits, amplified per step.

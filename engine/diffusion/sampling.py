@@ -67,7 +67,7 @@ def sample(backbone: Backbone, positive: str, negative: str = "", *, steps: int 
     clips = _clip_count(prompt.clips if prompt is not None else 1, 1 if latent is None else latent["samples"].shape[0])
     rows = clips * int(batch_size)
     clip_of_row = [r // int(batch_size) for r in range(rows)]
-    backbone.activate()
+    backbone.activate("denoiser")
     device = backbone.device
     schedule = backbone.step_schedule(total)
     first = total - int(steps)

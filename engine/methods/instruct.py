@@ -114,7 +114,7 @@ def instruct_edit(backbone: Any, latent: dict[str, Any], instruction: str, *, ne
     plan = [(c, i, k) for c in range(clips) for i in range(len(instructions)) for k in range(int(batch_size))]
     _check(backbone, int(steps), float(guidance), float(noise_level), int(batch_size), len(plan))
     clips_per_call = check_clips_per_call(clips_per_call)
-    backbone.activate()
+    backbone.activate("denoiser")
     device = backbone.device
     clip_latents = latent["samples"].to(device, torch.float32)[[c for c, _, _ in plan]].contiguous()
     samples = clip_latents

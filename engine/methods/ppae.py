@@ -207,7 +207,7 @@ def fuse_edit(backbone: Backbone, inversion: Any, edit: Any, *, guidance_scales:
         raise PAEInputError("blend_start", f"{blend_start:g} is not a fraction of the steps; use 0..1.")
     if blend_maps not in BLEND_MAPS:
         raise PAEInputError("blend_maps", f"'{blend_maps}' is not one of {', '.join(BLEND_MAPS)}.")
-    backbone.activate()
+    backbone.activate("denoiser")
     samples, maps = [], []
     clips = inversion.start.shape[0]
     with bridge.Progress(clips * inversion.edit_steps, "PPAE edit") as progress:  # windows x steps for a song

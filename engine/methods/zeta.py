@@ -33,7 +33,7 @@ def prompt_edit(backbone: Backbone, inversion: Any, target_prompt: str,
     if not target_prompt:
         raise PAEInputError("target_prompt", "describe what the clip should become, e.g. 'a cat meowing in the rain'.")
     scales = parse_guidance_scales(guidance_scales) if isinstance(guidance_scales, str) else list(guidance_scales)
-    backbone.activate()
+    backbone.activate("denoiser")
     clips = inversion.start.shape[0]
     with bridge.Progress(clips * inversion.edit_steps, "ZETA edit") as progress:  # clips x steps
         samples = torch.cat([run_branches(backbone, inversion, b, target_prompt, scales, prompt_input="target_prompt",

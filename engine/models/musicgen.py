@@ -108,11 +108,15 @@ class MusicGen(LoadedModel):
 
     @property
     def device(self) -> torch.device:
-        return self.model.decoder.device
+        """The compute device, where activate() brings each part (inside ComfyUI a part may sit offloaded)."""
+        return self.managed.device if self.managed is not None else self.model.decoder.device
+
+    parts = {"text": ("text_encoder",), "decoder": ("decoder", "enc_to_dec_proj", "audio_enc_to_dec_proj"),
+             "codec": ("audio_encoder",)}
 
     @property
     def modules(self) -> dict[str, torch.nn.Module]:
-        return {"musicgen": self.model}
+        return dict(self.model.named_children())  # text_encoder, decoder, audio_encoder (EnCodec), projections
 
     # ---------------------------------------------------------------------------------------- text
     @torch.no_grad()
@@ -121,7 +125,7 @@ class MusicGen(LoadedModel):
         all-zero masked rows), plus each prompt's tokens."""
         from ..backbones.base import tokenize_checked
 
-        self.activate()
+        self.activate("text")
         encoded = tokenize_checked(self.tokenizer, prompts, True, "T5")
         ids, mask = encoded.input_ids.to(self.device), encoded.attention_mask.to(self.device)
         states = self.model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -164,6 +168,7 @@ class MusicGen(LoadedModel):
         if len(groups) != batch:
             raise ValueError("one noise group per prompt")
         states, mask, _ = self.encode_text(prompts, settings.guidance)
+        self.activate("decoder")
         guided = settings.guidance > 1.0
         k = self.num_codebooks
         length = frames + k  # the start token, then frames + K - 1 delayed steps
@@ -219,7 +224,7 @@ class MusicGen(LoadedModel):
         if sample_rate != self.sample_rate:
             log.info("MusicGen: the recording is resampled from %d Hz to %d Hz for EnCodec.", sample_rate,
                      self.sample_rate)
-        self.activate()
+        self.activate("codec")
         mono = to_channels(resample(waveform[None].float(), sample_rate, self.sample_rate), self.audio_channels)
         encoder = self.model.audio_encoder
         bandwidth = max(self.model.config.audio_encoder.target_bandwidths)
@@ -231,7 +236,7 @@ class MusicGen(LoadedModel):
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Codebook tokens [B, K, frames] -> audio [B, channels, samples] at 32 kHz (on the CPU)."""
-        self.activate()
+        self.activate("codec")
         codes = codes.to(self.device)[None]
         encoder = self.model.audio_encoder
         scales = [None] * codes.shape[1]
