@@ -20,6 +20,7 @@ TINY_SAO = "diffusers/tiny-stable-audio"            # Stable Audio Open diffuser
 TINY_SAO_INSTRUCT = "diffusers/tiny-sao-instruct"   # the same with SAO-Instruct's 128-channel DiT input
 TINY_SAO_INSTRUCT_SAT = "diffusers/tiny-sao-instruct-sat"  # its weights as a stable-audio-tools checkpoint
 TINY_SAO_SECONDS = 6.0
+TINY_CLAP = "tiny-clap"  # transformers CLAP folder (HTSAT audio branch, RoBERTa text branch), built on first use
 
 
 @pytest.fixture(scope="session")
@@ -75,6 +76,17 @@ def tiny_dirs(dirs, tiny_models_root):
     dirs["models"] = tiny_models_root
     bridge.set_directories(models=str(tiny_models_root))
     return dirs
+
+
+@pytest.fixture
+def clap_dirs(tiny_dirs):
+    """Like tiny_dirs, with a tiny CLAP under models/clap/ as well."""
+    from prompt_audio_edit.standins.clap import build_tiny_clap
+
+    folder = tiny_dirs["models"] / "clap" / TINY_CLAP
+    if not (folder / "config.json").is_file():
+        build_tiny_clap(folder)
+    return tiny_dirs
 
 
 @pytest.fixture

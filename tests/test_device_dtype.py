@@ -14,60 +14,42 @@ import torch
 
 from prompt_audio_edit import NODE_CLASS_MAPPINGS
 from prompt_audio_edit.runner.workflow import execute_workflow, load_api_workflow
-from tests.conftest import (TINY_AP_ADAPTER, TINY_AUDIOMAE, TINY_MODEL, TINY_MUSICGEN, TINY_SAO, TINY_SAO_INSTRUCT_SAT,
-                            TINY_TANGO, TINY_V_MODEL)
+from tests.conftest import (TINY_AP_ADAPTER, TINY_AUDIOMAE, TINY_CLAP, TINY_MODEL, TINY_MUSICGEN, TINY_SAO,
+                            TINY_SAO_INSTRUCT_SAT, TINY_TANGO, TINY_V_MODEL)
 from tests.helpers import tone, write_with_pyav
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows" / "api"
-TINY_CLAP = "tiny-clap"
+
+
+def shipped(name: str, changes: dict[str, object]) -> Callable[[], dict]:
+    """A shipped API workflow with 'NODE.INPUT' values changed (tiny models, short clips, few steps)."""
+    def graph() -> dict:
+        g = load_api_workflow(WORKFLOWS / f"{name}_api.json")
+        for target, value in changes.items():
+            node, input_name = target.split(".")
+            g[node]["inputs"][input_name] = value
+        return g
+    return graph
 
 
 def ppae(model: str) -> Callable[[], dict]:
-    def graph() -> dict:
-        g = load_api_workflow(WORKFLOWS / "ppae_replace_api.json")
-        g["2"]["inputs"]["model_name"] = model
-        g["8"]["inputs"]["model_name"] = TINY_CLAP
-        g["1"]["inputs"]["duration"] = 1.0
-        g["4"]["inputs"]["steps"] = 4
-        g["6"]["inputs"].update(guidance_scales="3, 6", local_blend=0.3)  # the local blend makes its mask
-        return g
-    return graph
+    # the local blend makes its mask: the one place the Fuser materialises attention maps
+    return shipped("ppae_replace", {"2.model_name": model, "8.model_name": TINY_CLAP, "1.duration": 1.0,
+                                    "4.steps": 4, "6.guidance_scales": "3, 6", "6.local_blend": 0.3})
 
 
 def stable_audio(name: str, model: str) -> Callable[[], dict]:
-    def graph() -> dict:
-        g = load_api_workflow(WORKFLOWS / f"{name}_api.json")
-        g["2"]["inputs"]["model_name"] = model
-        g["1"]["inputs"]["duration"] = 1.0
-        g["4"]["inputs"]["steps"] = 4
-        return g
-    return graph
-
-
-def ap_adapter() -> dict:
-    g = load_api_workflow(WORKFLOWS / "ap_timbre_transfer_api.json")
-    g["2"]["inputs"]["model_name"] = TINY_MODEL
-    assert g["3"]["inputs"]["adapter_name"] == TINY_AP_ADAPTER and g["3"]["inputs"]["audio_encoder"] == TINY_AUDIOMAE
-    g["6"]["inputs"].update(steps=2, seconds=1.0)
-    return g
+    return shipped(name, {"2.model_name": model, "1.duration": 1.0, "4.steps": 4})
 
 
 def editgen(name: str) -> Callable[[], dict]:
-    def graph() -> dict:
-        g = load_api_workflow(WORKFLOWS / f"{name}_api.json")
-        g["1"]["inputs"]["model_name"] = TINY_MUSICGEN
-        g["3"]["inputs"]["duration"] = 0.3
-        if "6" in g:
-            g["6"]["inputs"]["duration"] = 0.3
-        return g
-    return graph
+    changes = {"1.model_name": TINY_MUSICGEN, "3.duration": 0.3}
+    return shipped(name, {**changes, "6.duration": 0.3} if name == "editgen_recording" else changes)
 
 
-def roundtrip() -> dict:
-    g = load_api_workflow(WORKFLOWS / "audio_roundtrip_api.json")
-    g["2"]["inputs"]["model_name"] = TINY_MODEL
-    g["1"]["inputs"]["duration"] = 1.0
-    return g
+ap_adapter = shipped("ap_timbre_transfer", {"2.model_name": TINY_MODEL, "3.adapter_name": TINY_AP_ADAPTER,
+                                            "3.audio_encoder": TINY_AUDIOMAE, "6.steps": 2, "6.seconds": 1.0})
+roundtrip = shipped("audio_roundtrip", {"2.model_name": TINY_MODEL, "1.duration": 1.0})
 
 
 def sample() -> dict:
@@ -97,14 +79,9 @@ CASES: dict[str, tuple[Callable[[], dict], str]] = {
 
 
 @pytest.fixture
-def method_dirs(tiny_dirs):
-    from prompt_audio_edit.standins.clap import build_tiny_clap
-
-    folder = tiny_dirs["models"] / "clap" / TINY_CLAP
-    if not (folder / "config.json").is_file():
-        build_tiny_clap(folder)
-    write_with_pyav(tiny_dirs["input"] / "example.wav", tone(1.5, 44100, 2), 44100, "wav", "pcm_s16le", "s16")
-    return tiny_dirs
+def method_dirs(clap_dirs):
+    write_with_pyav(clap_dirs["input"] / "example.wav", tone(1.5, 44100, 2), 44100, "wav", "pcm_s16le", "s16")
+    return clap_dirs
 
 
 def with_dtype(graph: dict, dtype: str) -> dict:

@@ -9,23 +9,17 @@ import pytest
 from prompt_audio_edit import NODE_CLASS_MAPPINGS
 from prompt_audio_edit.engine.io.audio import read_audio
 from prompt_audio_edit.runner.workflow import execute_workflow, load_api_workflow
-from tests.conftest import TINY_MODEL
+from tests.conftest import TINY_CLAP, TINY_MODEL
 from tests.helpers import tone, write_with_pyav
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows" / "api"
-TINY_CLAP = "tiny-clap"
 
 
 @pytest.fixture
-def ppae_dirs(tiny_dirs):
+def ppae_dirs(clap_dirs):
     """Tiny AudioLDM2 and CLAP, plus the example.wav the workflows load (3 s, 44.1 kHz stereo)."""
-    from prompt_audio_edit.standins.clap import build_tiny_clap
-
-    folder = tiny_dirs["models"] / "clap" / TINY_CLAP
-    if not (folder / "config.json").is_file():
-        build_tiny_clap(folder)
-    write_with_pyav(tiny_dirs["input"] / "example.wav", tone(3.0, 44100, 2), 44100, "wav", "pcm_s16le", "s16")
-    return tiny_dirs
+    write_with_pyav(clap_dirs["input"] / "example.wav", tone(3.0, 44100, 2), 44100, "wav", "pcm_s16le", "s16")
+    return clap_dirs
 
 
 def small(graph: dict) -> dict:

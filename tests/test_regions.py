@@ -165,18 +165,16 @@ def test_a_three_minute_song_through_a_windowed_ppae_graph(tiny_backbone):
 SONGS = Path(__file__).resolve().parent.parent / "workflows" / "api"
 
 
-def test_the_song_region_workflow_edits_only_its_region(tiny_dirs):
+def test_the_song_region_workflow_edits_only_its_region(clap_dirs):
     from prompt_audio_edit.runner.workflow import execute_workflow, load_api_workflow
-    from prompt_audio_edit.standins.clap import build_tiny_clap
-    from tests.conftest import TINY_MODEL
+    from tests.conftest import TINY_CLAP, TINY_MODEL
     from tests.helpers import tone, write_with_pyav
 
-    if not (tiny_dirs["models"] / "clap" / "tiny-clap" / "config.json").is_file():
-        build_tiny_clap(tiny_dirs["models"] / "clap" / "tiny-clap")
+    tiny_dirs = clap_dirs
     write_with_pyav(tiny_dirs["input"] / "example.wav", tone(12.0, 44100, 2), 44100, "wav", "pcm_s16le", "s16")
     graph = load_api_workflow(SONGS / "ppae_song_region_api.json")
     assert graph["13"]["inputs"]["end"] - graph["13"]["inputs"]["start"] == 10.0  # 10 s inside the recording
-    graph["2"]["inputs"]["model_name"], graph["8"]["inputs"]["model_name"] = TINY_MODEL, "tiny-clap"
+    graph["2"]["inputs"]["model_name"], graph["8"]["inputs"]["model_name"] = TINY_MODEL, TINY_CLAP
     graph["4"]["inputs"]["steps"], graph["6"]["inputs"]["guidance_scales"] = 4, "3, 6"
     results = execute_workflow(graph, NODE_CLASS_MAPPINGS)
     (pasted,) = results["14"].outputs
