@@ -46,16 +46,20 @@ class LoadAudio(PAENode):
         return (load_audio_file(audio, start, duration, sample_rate, mono),)
 
     @classmethod
-    def IS_CHANGED(cls, audio: str, **_: Any) -> str:
+    def IS_CHANGED(cls, audio: str | None = None, **_: Any) -> str:
         try:
-            return content_hash(bridge.resolve_input_file(audio))
+            return content_hash(bridge.resolve_input_file(audio)) if audio else ""
         except (PAEInputError, OSError):
             return ""
 
     @classmethod
-    def VALIDATE_INPUTS(cls, audio: str) -> bool | str:
+    def VALIDATE_INPUTS(cls, audio: str | None = None) -> bool | str:
         # Only 'audio' is named: ComfyUI skips its own checks for named inputs (so fresh uploads pass)
-        # and still range-checks the others.
+        # and still range-checks the others. ComfyUI leaves the argument out when the dropdown is empty.
+        if not audio:
+            return (f"{cls.NODE_ID}: input 'audio': no file chosen, and the input folder holds no audio file; upload "
+                    f"one with the node's 'choose file to upload' button, or put it in {bridge.input_directory()} "
+                    "and refresh the page.")
         try:
             path = bridge.resolve_input_file(audio)
         except PAEInputError as exc:

@@ -27,6 +27,10 @@ def test_missing_file(dirs):
     err = expect_input_error(load, "nowhere.wav")
     assert str(err).startswith("PAE_LoadAudio: input 'audio':") and "not found" in str(err)
     assert "not found" in LoadAudio.VALIDATE_INPUTS(audio="nowhere.wav")
+    for empty in ({}, {"audio": None}, {"audio": ""}):  # an empty input folder: ComfyUI sends no value
+        message = LoadAudio.VALIDATE_INPUTS(**empty)
+        assert message.startswith("PAE_LoadAudio: input 'audio': no file chosen") and "upload" in message
+        assert LoadAudio.IS_CHANGED(**empty) == ""
 
 
 def test_corrupt_file(dirs):
