@@ -89,6 +89,17 @@ def _read_ui_workflow(path: str) -> dict:
     return data
 
 
+def _batch_settings(args: argparse.Namespace) -> tuple[dict, dict | None, Path, Path]:
+    """What --server and --ray batches share: the workflow with --set applied, the UI twin, --out and --input-dir."""
+    from .. import NODE_CLASS_MAPPINGS
+
+    workflow = apply_overrides(load_api_workflow(args.workflow), args.overrides, NODE_CLASS_MAPPINGS)
+    ui_workflow = _read_ui_workflow(args.ui_workflow) if args.ui_workflow else None
+    out_dir = Path(args.out or os.environ.get("PAE_OUTPUT_DIR") or "output").absolute()
+    input_dir = Path(args.input_dir or os.environ.get("PAE_INPUT_DIR") or "input").absolute()
+    return workflow, ui_workflow, out_dir, input_dir
+
+
 def _run_on_servers(args: argparse.Namespace) -> int:
     from .server import run_workflow_on_servers
 
@@ -96,10 +107,7 @@ def _run_on_servers(args: argparse.Namespace) -> int:
         raise WorkflowError(None, "--demo builds stand-in models here; it does not apply with --server.")
     from .. import NODE_CLASS_MAPPINGS
 
-    workflow = apply_overrides(load_api_workflow(args.workflow), args.overrides, NODE_CLASS_MAPPINGS)
-    ui_workflow = _read_ui_workflow(args.ui_workflow) if args.ui_workflow else None
-    out_dir = Path(args.out or os.environ.get("PAE_OUTPUT_DIR") or "output").absolute()
-    input_dir = Path(args.input_dir or os.environ.get("PAE_INPUT_DIR") or "input").absolute()
+    workflow, ui_workflow, out_dir, input_dir = _batch_settings(args)
     return run_workflow_on_servers(workflow, Path(args.workflow).stem, args.server, args.inputs, input_dir, out_dir,
                                    ui_workflow, reconnect_seconds=args.reconnect_wait,
                                    max_download_mb=args.max_download_mb, sweeps=args.sweeps,
@@ -116,10 +124,7 @@ def _run_on_ray(args: argparse.Namespace) -> int:
         raise WorkflowError(None, "--ray and --server are two ways to run a batch; give one of them.")
     if args.ray_workers is not None and args.ray_workers < 1:
         raise WorkflowError(None, f"--ray-workers must be 1 or more, not {args.ray_workers}.")
-    workflow = apply_overrides(load_api_workflow(args.workflow), args.overrides, NODE_CLASS_MAPPINGS)
-    ui_workflow = _read_ui_workflow(args.ui_workflow) if args.ui_workflow else None
-    out_dir = Path(args.out or os.environ.get("PAE_OUTPUT_DIR") or "output").absolute()
-    input_dir = Path(args.input_dir or os.environ.get("PAE_INPUT_DIR") or "input").absolute()
+    workflow, ui_workflow, out_dir, input_dir = _batch_settings(args)
     models_dir = Path(args.models or os.environ.get("PAE_MODELS_DIR") or "models").absolute()
     address = None if args.ray == "local" else args.ray
     return run_workflow_on_ray(workflow, Path(args.workflow).stem, address, args.inputs, args.sweeps, input_dir,

@@ -10,6 +10,7 @@ Ray is imported only here, and only when --ray is asked for.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -176,8 +177,6 @@ def save_job(job: Job, files: list[tuple[str, bytes]], record: dict[str, Any]) -
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
             relative.append(name)
-        import json
-
         (partial / JOB_RECORD).write_text(json.dumps(dict(record, outputs=relative), indent=2), encoding="utf-8")
         claim_folder(partial, job.out_dir)
     except BaseException:

@@ -172,8 +172,7 @@ def plan_jobs(workflow: dict[str, dict[str, Any]], name: str, inputs: list[str],
             local = item if node_id == target and item is not None else _local_file(value, input_dir, node_id)
             files[(node_id, "audio")] = local
         job_name = "_".join(parts) or name
-        label = " ".join([item.name] if item is not None else [])
-        label += "".join(f" {key}={value!r}" for key, value in swept.items())
+        label = (item.name if item is not None else "") + "".join(f" {k}={v!r}" for k, v in swept.items())
         jobs.append(Job(index, label.strip() or name, graph, files, out_dir / job_name if many else out_dir,
                         name=job_name, input_file=item, swept=swept))
     return jobs
