@@ -134,6 +134,7 @@ def _connect(ray: Any, address: str | None, workers: int | None) -> None:
     if address is None:
         options["num_cpus"] = workers or os.cpu_count() or 1
     else:
+        _check_reachable(address if address != "auto" else os.environ.get("RAY_ADDRESS", ""))
         options["address"] = address
     try:
         ray.init(**options)
@@ -142,6 +143,19 @@ def _connect(ray: Any, address: str | None, workers: int | None) -> None:
         raise RunError(f"cannot reach {where} ({exc}); start one with 'ray start --head' (and 'ray start "
                        "--address HEAD:6379' on the other machines), or leave out the address for a local one.") \
             from None
+
+
+def _check_reachable(address: str, seconds: float = 5.0) -> None:
+    """A HOST:PORT address must accept a connection within seconds (Ray itself waits minutes on a dead one)."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # 'auto' without RAY_ADDRESS, or a form Ray parses itself: it says what is wrong
+    try:
+        socket.create_connection((host, int(port)), timeout=seconds).close()
+    except OSError as exc:
+        raise RunError(f"cannot reach a Ray cluster at {address} ({exc.strerror or exc}); start one with 'ray start "
+                       "--head' (and 'ray start --address HEAD:6379' on the other machines), or leave out the address "
+                       "for a local one.") from None
 
 
 def _pid_alive(pid: int) -> bool:

@@ -222,3 +222,16 @@ def test_without_ray_installed_the_hint_names_the_extra(batch, monkeypatch, caps
                 "--out", str(batch["out"]), "--ray"])
     assert code == 2
     assert 'pip install "prompt-audio-edit[ray]"' in capsys.readouterr().err
+
+
+def test_an_unreachable_cluster_gives_one_line_at_once(batch, capsys):
+    from prompt_audio_edit.runner.cli import main as pae
+    from tests.fake_comfy import free_port
+
+    path = batch["root"] / "workflow.json"
+    path.write_text(json.dumps(sample_workflow()))
+    started = time.monotonic()
+    code = pae(["run", str(path), "--input", str(batch["takes"]), "--models", str(batch["models"]),
+                "--out", str(batch["out"]), "--ray", f"127.0.0.1:{free_port()}"])
+    assert code == 2 and time.monotonic() - started < 30
+    assert "cannot reach a Ray cluster at 127.0.0.1:" in capsys.readouterr().err
