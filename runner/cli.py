@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from ..engine.core import bridge
+from . import models_command
 from .server import DEFAULT_MAX_DOWNLOAD_MB
 from .workflow import WorkflowError, apply_overrides, execute_workflow, load_api_workflow
 
@@ -59,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--demo", action="store_true",
                      help="stand in tiny UNTRAINED models for missing model folders and a synthetic clip for "
                      "missing input files (output is noise; for trying the pack without weights)")
+    models_command.add_parser(commands)
     return parser
 
 
@@ -177,12 +179,18 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `pae` console command."""
+    from ..engine.install.hub import GetError
     from .jobs import RunError
 
     args = _parser().parse_args(argv)
     try:
+        if args.command == "models":
+            return models_command.run(args)
         if args.command == "run":
             return _run(args)
+    except GetError as exc:
+        print(f"pae models: {exc}", file=sys.stderr)
+        return 2
     except RunError as exc:
         print(f"pae: {exc}", file=sys.stderr)
         return 2
@@ -195,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pae: {exc}{hint}", file=sys.stderr)
         return 2
     except (bridge.Interrupted, KeyboardInterrupt):
-        print("pae: interrupted", file=sys.stderr)
+        print("pae: interrupted" + ("; run the same command again to resume the download" if args.command == "models"
+                                    else ""), file=sys.stderr)
         return 130
     return 1
 

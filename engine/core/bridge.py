@@ -19,7 +19,10 @@ import torch
 from .errors import PAEInputError
 
 # Model kinds the pack stores, each a folder under models/ (ComfyUI already registers "diffusers").
-MODEL_KINDS = ("diffusers", "tango", "musicgen", "clap", "ap_adapter", "audio_encoders")
+# audio_encoders: AudioMAE's old place (ComfyUI's own Audio Encoder Loader lists it too); checkpoints and text_encoders:
+# Stable Audio Open as ComfyUI keeps it (one stable-audio-tools checkpoint plus t5-base.safetensors).
+MODEL_KINDS = ("diffusers", "tango", "musicgen", "clap", "ap_adapter", "audiomae", "audio_encoders", "checkpoints",
+               "text_encoders")
 
 _overrides: dict[str, str] = {}
 _extra_model_roots: list[Path] = []

@@ -1,0 +1,1 @@
+"""Getting the models: the catalogue of what the pack reads, downloads at pinned revisions, checks, conversions."""
