@@ -5,6 +5,7 @@ from .audio_nodes import CompareAudio, LoadAudio, SaveAudio
 from .clap_nodes import CLAPSelect, LoadCLAP
 from .instruct_nodes import InstructEdit, LoadSAOInstruct
 from .model_nodes import LoadModel, VAEDecode, VAEEncode
+from .model_routes import register_routes
 from .musicgen_nodes import LoadMusicGen, MusicGenEdit
 from .ppae_nodes import AttentionController, DDIMInvert, Fuser, PromptEdit
 from .region_nodes import CutRegion, JoinWindows, PasteRegion, SplitWindows
@@ -16,3 +17,5 @@ NODE_CLASSES = (LoadAudio, SaveAudio, LoadModel, VAEEncode, VAEDecode, DDIMInver
                 JoinWindows)
 NODE_CLASS_MAPPINGS = {cls.NODE_ID: cls for cls in NODE_CLASSES}
 NODE_DISPLAY_NAME_MAPPINGS = {cls.NODE_ID: cls.DISPLAY_NAME for cls in NODE_CLASSES}
+
+register_routes()  # the "Get models…" button's routes, when ComfyUI's server is running

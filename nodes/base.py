@@ -6,6 +6,7 @@ from typing import Any
 
 from ..engine.core.checks import MAX_CLIPS_PER_CALL
 from ..engine.core.errors import PAEInputError
+from ..engine.install.catalogue import NO_MODEL, missing_model_message
 
 CATEGORY = "audio/edit"
 # The pack's own ComfyUI types, named once.
@@ -45,3 +46,25 @@ class PAENode:
 
     def execute(self, **inputs: Any) -> Any:  # pragma: no cover - every node overrides it
         raise NotImplementedError
+
+
+def model_choices(names: list[str]) -> list[str]:
+    """A loader's dropdown: the installed names, or one placeholder saying how to get one (never an empty list)."""
+    return names or [NO_MODEL]
+
+
+class ModelLoaderNode(PAENode):
+    """A loader node: its model inputs are checked before the run with a message saying how to get the model."""
+
+    # input name -> (what it is, the folder it is read from, the catalogue entry to suggest)
+    MODEL_INPUTS: dict[str, tuple[str, str, str]] = {}
+
+    @classmethod
+    def check_model_inputs(cls, **values: str | None) -> bool | str:
+        """True when every named model input holds an installed choice, else one line for the node."""
+        required = cls.INPUT_TYPES()["required"]
+        for name, value in values.items():
+            if value != NO_MODEL and value in required[name][0]:
+                continue
+            return f"{cls.NODE_ID}: input '{name}': {missing_model_message(value, *cls.MODEL_INPUTS[name])}"
+        return True

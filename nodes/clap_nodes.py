@@ -6,11 +6,12 @@ from typing import Any
 
 from ..engine.core import bridge
 from ..engine.models.clap import list_clap_models, load_clap, select_candidates
-from .base import PAE_CLAP, PAENode
+from .base import PAE_CLAP, ModelLoaderNode, PAENode, model_choices
 
 
-class LoadCLAP(PAENode):
+class LoadCLAP(ModelLoaderNode):
     NODE_ID = "PAE_LoadCLAP"
+    MODEL_INPUTS = {"model_name": ("CLAP model", "models/clap/", "clap-htsat-unfused")}
     DISPLAY_NAME = "Load CLAP (PAE)"
     DESCRIPTION = ("Loads a CLAP text-audio model (a transformers folder under models/clap/, e.g. "
                    "laion/clap-htsat-unfused or laion/larger_clap_music). CLAP Select uses it to score how well "
@@ -22,13 +23,18 @@ class LoadCLAP(PAENode):
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
-            "model_name": (list_clap_models(), {"tooltip": "CLAP folder under models/clap/ (a transformers folder "
+            "model_name": (model_choices(list_clap_models()), {
+                "tooltip": "CLAP folder under models/clap/ (a transformers folder "
                            "with config.json, weights, preprocessor_config.json and tokenizer files). Folders that "
                            "are not CLAP are not listed."}),
             "dtype": (list(bridge.DTYPE_CHOICES), {"default": "auto", "tooltip": "Weight precision. auto: fp16 "
                       "on NVIDIA GPUs (bf16 where fp16 is unsafe), fp32 on CPU. fp16/bf16 halve memory and may move "
                       "scores in the third decimal."}),
         }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, model_name: str | None = None) -> bool | str:
+        return cls.check_model_inputs(model_name=model_name)
 
     def execute(self, model_name: str, dtype: str = "auto") -> tuple:
         return (load_clap(model_name, dtype),)

@@ -7,11 +7,12 @@ from typing import Any
 from ..engine.core import bridge
 from ..engine.methods.instruct import (DEFAULT_GUIDANCE, DEFAULT_NOISE_LEVEL, DEFAULT_STEPS, MAX_ROWS, instruct_edit,
                                list_instruct_models, load_instruct_model)
-from .base import PAE_MODEL, PAENode, clips_per_call_input
+from .base import PAE_MODEL, ModelLoaderNode, PAENode, clips_per_call_input, model_choices
 
 
-class LoadSAOInstruct(PAENode):
+class LoadSAOInstruct(ModelLoaderNode):
     NODE_ID = "PAE_LoadSAOInstruct"
+    MODEL_INPUTS = {"model_name": ("SAO-Instruct model", "models/diffusers/", "sao-instruct")}
     DISPLAY_NAME = "Load SAO-Instruct (PAE)"
     DESCRIPTION = ("Loads SAO-Instruct, Stable Audio Open fine-tuned to edit a clip from an instruction. Either a "
                    "diffusers folder under models/diffusers/ whose DiT takes 128 channels, or a stable-audio-tools "
@@ -25,12 +26,17 @@ class LoadSAOInstruct(PAENode):
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
-            "model_name": (list_instruct_models(), {"tooltip": "SAO-Instruct folder as diffusers/name. Listed: "
+            "model_name": (model_choices(list_instruct_models()), {
+                "tooltip": "SAO-Instruct folder as diffusers/name. Listed: "
                            "diffusers Stable Audio folders with a 128-channel DiT and stable-audio-tools "
                            "checkpoints."}),
             "dtype": (list(bridge.DTYPE_CHOICES), {"default": "auto", "tooltip": "Weight precision. auto: fp16 "
                       "on NVIDIA GPUs (bf16 where fp16 is unsafe), fp32 on CPU. fp16/bf16 halve memory."}),
         }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, model_name: str | None = None) -> bool | str:
+        return cls.check_model_inputs(model_name=model_name)
 
     def execute(self, model_name: str, dtype: str = "auto") -> tuple:
         return (load_instruct_model(model_name, dtype),)

@@ -7,11 +7,13 @@ from typing import Any
 from ..engine.core import bridge
 from ..engine.backbones.registry import DIFFUSION_KINDS, list_models, load_backbone
 from ..engine.diffusion.vae import DECODE_RATES, vae_decode, vae_encode
-from .base import PAE_MODEL, PAENode, clips_per_call_input
+from .base import PAE_MODEL, ModelLoaderNode, PAENode, clips_per_call_input, model_choices
 
 
-class LoadModel(PAENode):
+class LoadModel(ModelLoaderNode):
     NODE_ID = "PAE_LoadModel"
+    MODEL_INPUTS = {"model_name": ("audio diffusion model", "models/diffusers/, models/tango/ or models/checkpoints/",
+                                   "audioldm2-large")}
     DISPLAY_NAME = "Load Audio Model (PAE)"
     DESCRIPTION = ("Loads an audio diffusion backbone from the models folder: AudioLDM2 base, large or music (a "
                    "diffusers folder under models/diffusers/), Stable Audio Open (diffusers folder) or Tango / "
@@ -24,12 +26,16 @@ class LoadModel(PAENode):
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
-            "model_name": (list_models(DIFFUSION_KINDS), {"tooltip": "Model folder as kind/name, e.g. "
+            "model_name": (model_choices(list_models(DIFFUSION_KINDS)), {"tooltip": "Model folder as kind/name, e.g. "
                            "diffusers/audioldm2-large or tango/tango2. "
                            "Folders that are not a recognised audio model are not listed."}),
             "dtype": (list(bridge.DTYPE_CHOICES), {"default": "auto", "tooltip": "Weight precision. auto: fp16 "
                       "on NVIDIA GPUs (bf16 where fp16 is unsafe), fp32 on CPU. fp16/bf16 halve memory."}),
         }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, model_name: str | None = None) -> bool | str:
+        return cls.check_model_inputs(model_name=model_name)
 
     def execute(self, model_name: str, dtype: str = "auto") -> tuple:
         return (load_backbone(model_name, dtype),)

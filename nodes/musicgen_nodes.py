@@ -7,11 +7,12 @@ from typing import Any
 from ..engine.core import bridge
 from ..engine.methods.editgen import MODIFIERS, REWEIGHT_FORMS, musicgen_edit
 from ..engine.models.musicgen import list_musicgen_models, load_musicgen
-from .base import PAE_ATTENTION_EDIT, PAE_MUSICGEN, PAENode
+from .base import PAE_ATTENTION_EDIT, PAE_MUSICGEN, ModelLoaderNode, PAENode, model_choices
 
 
-class LoadMusicGen(PAENode):
+class LoadMusicGen(ModelLoaderNode):
     NODE_ID = "PAE_LoadMusicGen"
+    MODEL_INPUTS = {"model_name": ("MusicGen model", "models/musicgen/", "musicgen-small")}
     DISPLAY_NAME = "Load MusicGen (PAE)"
     DESCRIPTION = ("Loads MusicGen (a transformers folder under models/musicgen/: facebook/musicgen-small, -medium or "
                    "-large; -melody loads but has no cross-attention for word edits). Loaded once and shared.")
@@ -22,11 +23,16 @@ class LoadMusicGen(PAENode):
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
-            "model_name": (list_musicgen_models(), {"tooltip": "MusicGen folder under models/musicgen/ (config.json, "
+            "model_name": (model_choices(list_musicgen_models()), {
+                "tooltip": "MusicGen folder under models/musicgen/ (config.json, "
                            "weights, generation_config.json, tokenizer files)."}),
             "dtype": (list(bridge.DTYPE_CHOICES), {"default": "auto", "tooltip": "Weight precision. auto: fp16 on "
                       "NVIDIA GPUs, fp32 on CPU."}),
         }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, model_name: str | None = None) -> bool | str:
+        return cls.check_model_inputs(model_name=model_name)
 
     def execute(self, model_name: str, dtype: str = "auto") -> tuple:
         return (load_musicgen(model_name, dtype),)

@@ -227,3 +227,71 @@ def test_bad_names_and_workflows_give_one_line(models, tmp_path, capsys):
     assert "is not readable JSON" in capsys.readouterr().err
     assert pae("models", "get", "--models", str(models)) == 2
     assert "name models to get" in capsys.readouterr().err
+
+
+def test_the_comfyui_route_lists_downloads_and_reports_progress(models, hub_standin, monkeypatch):
+    import asyncio
+    import time
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from prompt_audio_edit.nodes import model_routes
+
+    events = []
+    monkeypatch.setattr(bridge, "send_event", lambda name, data: events.append((name, data)))
+    monkeypatch.setattr(model_routes, "_jobs", {})
+    bridge.set_directories(models=str(models))
+
+    async def scenario() -> None:
+        app = web.Application()
+        app.add_routes(model_routes.route_table())
+        async with TestClient(TestServer(app)) as client:
+            listing = await (await client.get("/pae/models")).json()
+            clap = next(m for m in listing["models"] if m["name"] == "clap-htsat-unfused")
+            assert clap["state"] == "missing" and "PAE_LoadCLAP" in clap["nodes"] and clap["size_mb"] > 0
+            answer = await client.post("/pae/models/get", json={"name": "clap-htsat-unfused"})
+            assert answer.status == 202 and (await answer.json())["started"] == ["clap-htsat-unfused"]
+            deadline = time.monotonic() + 120
+            while not any(d.get("state") in ("done", "error") for _, d in events) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            listing = await (await client.get("/pae/models")).json()
+            clap = next(m for m in listing["models"] if m["name"] == "clap-htsat-unfused")
+            assert clap["state"] == "installed" and clap["job"]["state"] == "done"
+            bad = await client.post("/pae/models/get", json={"name": "../../etc"})
+            assert bad.status == 400 and "unknown model" in (await bad.json())["error"]
+            garbled = await client.post("/pae/models/get", data=b"{not json")
+            assert garbled.status == 400
+
+    asyncio.run(scenario())
+    assert {name for name, _ in events} == {model_routes.EVENT}
+    progress = [d for _, d in events if d.get("file")]
+    assert progress and progress[-1]["done"] == progress[-1]["total"] > 0
+    assert events[-1][1]["state"] == "done"
+    assert "clap-htsat-unfused" in listed(models)
+
+
+def test_empty_dropdowns_show_a_placeholder_and_validation_says_what_to_get(models, tmp_path):
+    from prompt_audio_edit.engine.install.catalogue import NO_MODEL
+    from prompt_audio_edit.nodes import NODE_CLASS_MAPPINGS
+    from prompt_audio_edit.standins.common import write_demo_clip
+
+    write_demo_clip(tmp_path / "example.wav", seconds=1.0)
+    bridge.set_directories(models=str(models), input=str(tmp_path))
+    for node_id, suggestion in (("PAE_LoadModel", "audioldm2-large"), ("PAE_LoadCLAP", "clap-htsat-unfused"),
+                                ("PAE_LoadMusicGen", "musicgen-small"), ("PAE_LoadSAOInstruct", "sao-instruct")):
+        cls = NODE_CLASS_MAPPINGS[node_id]
+        assert cls.INPUT_TYPES()["required"]["model_name"][0] == [NO_MODEL]
+        for value in (None, NO_MODEL):  # ComfyUI leaves an empty input out; the placeholder is a choice
+            verdict = cls.VALIDATE_INPUTS(model_name=value) if value else cls.VALIDATE_INPUTS()
+            assert verdict.startswith(f"{node_id}: input 'model_name': no ") and "Get models…" in verdict
+            assert f"pae models get {suggestion}" in verdict
+    verdict = NODE_CLASS_MAPPINGS["PAE_LoadModel"].VALIDATE_INPUTS(model_name="diffusers/audioldm2-large")
+    assert "'diffusers/audioldm2-large' is not installed" in verdict and "pae models get audioldm2-large" in verdict
+    verdict = NODE_CLASS_MAPPINGS["PAE_LoadModel"].VALIDATE_INPUTS(model_name="diffusers/my-own")
+    assert "'diffusers/my-own' is not in models/diffusers/" in verdict
+    # a shipped workflow on an empty models folder stops before running, naming the model and the command
+    from prompt_audio_edit.runner.workflow import WorkflowError, execute_workflow, load_api_workflow
+
+    with pytest.raises(WorkflowError, match="pae models get audioldm2-large"):
+        execute_workflow(load_api_workflow(str(WORKFLOWS / "api" / "ppae_replace_api.json")), NODE_CLASS_MAPPINGS)

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from prompt_audio_edit.engine.install.catalogue import NO_MODEL
+
 from prompt_audio_edit import NODE_CLASS_MAPPINGS
 from prompt_audio_edit.runner.workflow import WorkflowError, check_widget_value, input_specs, load_api_workflow
 from prompt_audio_edit.nodes.base import AUDIO_PLAYER
@@ -59,7 +61,7 @@ def check_widgets(node: dict[str, Any]) -> None:
         if not (isinstance(kind, list) or kind in VALUE_TYPES):
             continue  # a socket, not a widget
         value = take(name)
-        if isinstance(kind, list) and not kind:
+        if isinstance(kind, list) and (not kind or kind == [NO_MODEL]):
             # Filled from disk (models, input files): a relative name that a loader could list.
             assert isinstance(value, str) and value and not value.startswith(("/", "..")), \
                 f"node {node_id} ({class_type}) '{name}': {value!r} is not a file or folder name"

@@ -192,6 +192,24 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
+# ----------------------------------------------------------------------------- the server: routes and events
+def _prompt_server() -> Any | None:
+    # ComfyUI's `server` module is imported before custom nodes load; never import it here.
+    return getattr(getattr(sys.modules.get("server"), "PromptServer", None), "instance", None)
+
+
+def server_routes() -> Any | None:
+    """ComfyUI's aiohttp route table (PromptServer.instance.routes), or None outside ComfyUI's server."""
+    return getattr(_prompt_server(), "routes", None)
+
+
+def send_event(event: str, data: dict[str, Any]) -> None:
+    """Push an event to every open page (ComfyUI's websocket); nothing outside ComfyUI's server."""
+    prompt_server = _prompt_server()
+    if prompt_server is not None:
+        prompt_server.send_sync(event, data)
+
+
 # ----------------------------------------------------------------------------- progress, interrupt
 def request_interrupt() -> None:
     """Ask the running loop to stop at its next step (standalone runs; ComfyUI has its own button)."""

@@ -256,3 +256,21 @@ class Selection:
 
     entries: list[ModelEntry] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
+
+
+# What an empty loader dropdown shows (ComfyUI's frontend shows "undefined" for an empty list).
+NO_MODEL = "(none installed: Get models…)"
+
+
+def missing_model_message(value: str | None, what: str, folder: str, suggestion: str) -> str:
+    """Why a loader's value cannot load and how to get it: the button, the command, or the folder it goes in."""
+    entry_ = for_loader_value(value) if value else None
+    if not value or value == NO_MODEL:
+        return (f"no {what} is installed; press 'Get models…' on this node (or run `pae models get {suggestion}`), "
+                "then pick it here.")
+    if entry_ is not None:
+        by_hand = any(p.by_hand for p in entry_.parts)
+        how = (f"run `pae models get {entry_.name}`: it prints where to download it by hand and where it goes"
+               if by_hand else f"press 'Get models…' on this node or run `pae models get {entry_.name}`")
+        return f"'{value}' is not installed; {how}, then refresh the page."
+    return f"'{value}' is not in {folder}; put it there (or pick an installed one) and refresh the page."
