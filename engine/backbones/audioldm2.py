@@ -83,8 +83,8 @@ class AudioLDM2Backbone(MelVAEBackbone):
         t5 = p.text_encoder_2(t5_in.input_ids.to(device), attention_mask=t5_mask)[0]
         projected = p.projection_model(hidden_states=clap, hidden_states_1=t5,
                                        attention_mask=t5_mask.new_ones((len(prompts), 1)), attention_mask_1=t5_mask)
-        gpt2 = p.generate_language_model(projected.hidden_states, attention_mask=projected.attention_mask,
-                                         max_new_tokens=self.max_new_tokens)
+        gpt2 = generated_hidden_states(p.language_model, projected.hidden_states, projected.attention_mask,
+                                       self.max_new_tokens)
         tokens = [p.tokenizer_2.convert_ids_to_tokens(ids[mask.bool()].tolist())
                   for ids, mask in zip(t5_in.input_ids, t5_in.attention_mask)]
         return TextConditioning(prompts=list(prompts), streams={"gpt2": gpt2, "t5": t5},
@@ -125,3 +125,17 @@ class AudioLDM2Backbone(MelVAEBackbone):
                         stream="t5" if position >= _T5_FROM_INDEX else "gpt2",
                         key_dim=attn.to_k.in_features, heads=attn.heads, place=place, downsampling=downsampling))
         return sites
+
+
+def generated_hidden_states(language_model: Any, embeds: torch.Tensor, mask: torch.Tensor, steps: int) -> torch.Tensor:
+    """AudioLDM2's "language of audio": GPT-2 run `steps` times, each time on the sequence plus its own last hidden
+    state; the new states are returned. Equal to diffusers' generate_language_model bit for bit: with current
+    transformers that loop recomputes the whole sequence each step (its cache is handed back under a new name it
+    does not read), and so does this one, without the `past_key_values` argument transformers 5.40 removes. The
+    cost is negligible: 8 steps over about a hundred positions."""
+    for _ in range(steps):
+        out = language_model(inputs_embeds=embeds, attention_mask=mask, use_cache=False, output_hidden_states=True,
+                             return_dict=True)
+        embeds = torch.cat([embeds, out.hidden_states[-1][:, -1:, :]], dim=1)  # [batch, positions + 1, width]
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+    return embeds[:, -steps:, :]

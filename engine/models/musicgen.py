@@ -193,7 +193,7 @@ class MusicGen(LoadedModel):
                 if on_step is not None:
                     on_step(step - 1, length - 1)
                 logits = decoder(input_ids=tokens, encoder_hidden_states=states, encoder_attention_mask=mask,
-                                 past_key_values=cache, use_cache=True).logits[:, -1].float()
+                                 cache=cache, use_cache=True).logits[:, -1].float()
                 if guided:
                     cond, uncond = logits.chunk(2)
                     logits = uncond + settings.guidance * (cond - uncond)
