@@ -179,3 +179,26 @@ def test_prompt_longer_than_the_text_encoder_takes(tiny_backbone):
     err = expect_input_error(tiny_backbone.encode_text, ["dog " * (max(limits) + 5)])
     assert err.input_name == "prompt" and "shorten" in err.message
     assert any(f"at most {limit}" in err.message for limit in limits)
+
+
+@pytest.mark.parametrize("failure", [ModuleNotFoundError("No module named 'torchaudio'", name="torchaudio"),
+                                     RuntimeError("Failed to import diffusers.pipelines.audioldm2.pipeline_audioldm2 "
+                                                  "because of the following error (look up to see its traceback):\n"
+                                                  "No module named 'torchaudio'")])
+def test_a_failed_import_names_the_environment_not_the_folder(tiny_dirs, monkeypatch, failure):
+    from prompt_audio_edit.engine.backbones import registry as model_registry
+    from prompt_audio_edit.engine.core import loading
+    from prompt_audio_edit.engine.core.errors import PAEInputError
+    from tests.conftest import TINY_MODEL
+
+    def broken(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setitem(model_registry._LOADERS, "audioldm2", broken)
+    model_registry.clear_cache()
+    with pytest.raises(PAEInputError) as caught:
+        model_registry.load_backbone(TINY_MODEL, "fp32")
+    message = str(caught.value)
+    assert "torchaudio" in message and "the model folder is not the cause" in message
+    assert "pip install --force-reinstall torchaudio" in message and "damaged" not in message
+    assert loading.environment_message(ImportError("cannot import name 'x' from 'soxr'")).count("soxr") >= 2

@@ -83,3 +83,14 @@ def test_every_node_is_described_and_every_input_has_a_tooltip(node_id):
         for name, spec in declared.get(section, {}).items():
             assert len(spec) > 1 and spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
     assert hasattr(cls, cls.FUNCTION)
+
+
+def test_registry_metadata():
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    comfy = config["tool"]["comfy"]
+    assert comfy["requires-comfyui"].startswith(">=") and comfy["PublisherId"] and comfy["DisplayName"]
+    assert comfy["Icon"].endswith("/web/icon.svg") and (ROOT / "web" / "icon.svg").is_file()
+    assert {"Environment :: GPU :: NVIDIA CUDA", "Environment :: GPU :: Apple Metal"} <= \
+        set(config["project"]["classifiers"])

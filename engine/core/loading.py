@@ -100,13 +100,33 @@ def load_model(path: Path, dtype_name: str, build: Callable[[torch.device, torch
             model = build(device, dtype)
         except (PAEInputError, bridge.Interrupted):
             raise
-        except Exception as exc:  # noqa: BLE001 - any failure of a damaged folder (e.g. SafetensorError) is explained
-            raise PAEInputError(input_name, f"could not load {what} ({exc.__class__.__name__}: {str(exc)[:300]}); "
-                                f"{fix}") from None
+        except Exception as exc:  # noqa: BLE001 - below: the environment, not the folder, when an import failed
+            if isinstance(exc, ImportError) or str(exc).startswith("Failed to import"):
+                raise PAEInputError(input_name, environment_message(exc)) from None
+            raise _folder_error(exc, what, fix, input_name) from None
         model.managed = bridge.ManagedModel(model.modules, device, label, getattr(model, "parts", None))
         return model
 
     return cached((os.path.realpath(path), str(dtype), str(device)), load)
+
+
+def _folder_error(exc: Exception, what: str, fix: str, input_name: str) -> PAEInputError:
+    return PAEInputError(input_name, f"could not load {what} ({exc.__class__.__name__}: {str(exc)[:300]}); {fix}")
+
+
+def environment_message(exc: BaseException) -> str:
+    """A failed import while loading (diffusers and transformers import lazily, e.g. a broken torchaudio wheel):
+    name the import and how to repair the Python environment; the model folder is not the cause."""
+    import re
+
+    text = str(exc)
+    found = (re.findall(r"No module named '([\w.]+)'", text) or re.findall(r"from '([\w.]+)'", text)
+             or re.findall(r"import ([\w.]+)", text))
+    module = getattr(exc, "name", None) or (found[-1] if found else "a module")
+    cause = text.splitlines()[-1].strip() if text else exc.__class__.__name__
+    return (f"a Python import failed while loading ({module}: {cause[:200]}); the model folder is not the cause. "
+            f"Repair the Python environment ComfyUI runs in, e.g. `python -m pip install --force-reinstall "
+            f"{module.split('.')[0]}` (or uninstall it if nothing needs it), then restart.")
 
 
 def keep_models_loaded(keep: bool = True) -> None:
