@@ -16,6 +16,7 @@ from .base import AUDIO_PLAYER, PAENode
 
 class LoadAudio(PAENode):
     NODE_ID = "PAE_LoadAudio"
+    SEARCH_ALIASES = ["load audio", "open audio", "audio file"]
     DISPLAY_NAME = "Load Audio (PAE)"
     DESCRIPTION = ("Loads an audio file (wav, flac, mp3, ogg/opus, m4a, any channel count) from ComfyUI's input "
                    "folder, optionally cut to a time range, resampled and downmixed to mono.")
@@ -71,6 +72,7 @@ class LoadAudio(PAENode):
 
 class SaveAudio(PAENode):
     NODE_ID = "PAE_SaveAudio"
+    SEARCH_ALIASES = ["save audio", "export audio", "spectrogram"]
     DISPLAY_NAME = "Save Audio (PAE)"
     DESCRIPTION = ("Saves every clip of an AUDIO batch to the output folder as wav, flac or mp3, with the "
                    "workflow and prompt embedded (drag the file back into ComfyUI to get the graph), and shows "
@@ -111,6 +113,7 @@ class SaveAudio(PAENode):
 
 class CompareAudio(PAENode):
     NODE_ID = "PAE_CompareAudio"
+    SEARCH_ALIASES = ["before after", "a/b", "compare audio", "ab compare"]
     DISPLAY_NAME = "Before / After (PAE)"
     DESCRIPTION = ("Plays the source and the edit side by side in the browser, with an A/B switch that keeps the "
                    "play position, and shows both spectrograms. Nothing is saved to the output folder (the clips "

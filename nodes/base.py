@@ -20,12 +20,16 @@ PAE_REGION = "PAE_REGION"          # where a cut region came from in its recordi
 PAE_WINDOWS = "PAE_WINDOWS"        # how a recording was split into overlapping windows
 # ComfyUI's frontend widget that plays audio; its upload button and result player need it on the node.
 AUDIO_PLAYER = "AUDIO_UI"
+# Said on every edit seed: why the shipped workflows keep it fixed.
+FIXED_SEED_NOTE = (" The shipped workflows keep it fixed, so re-running an edit gives the same result; set control "
+                   "after generate to randomize for a new take each run.")
 
 
 
 def clips_per_call_input(what: str) -> tuple[str, dict[str, Any]]:
     """The optional chunk-size widget of every node that runs a model over a batch (one name, one meaning)."""
-    return ("INT", {"default": 0, "min": 0, "max": MAX_CLIPS_PER_CALL, "tooltip": "How many clips of the batch "
+    return ("INT", {"default": 0, "min": 0, "max": MAX_CLIPS_PER_CALL, "advanced": True,
+                    "tooltip": "How many clips of the batch "
                     f"(e.g. a song's windows from Split Windows) go through the {what} at once; memory grows with it. "
                     "0: all at once. The result is the same up to float rounding."})
 

@@ -11,6 +11,7 @@ from .base import PAE_CLAP, ModelLoaderNode, PAENode, model_choices
 
 class LoadCLAP(ModelLoaderNode):
     NODE_ID = "PAE_LoadCLAP"
+    SEARCH_ALIASES = ["clap", "laion clap", "text audio score"]
     MODEL_INPUTS = {"model_name": ("CLAP model", "models/clap/", "clap-htsat-unfused")}
     DISPLAY_NAME = "Load CLAP (PAE)"
     DESCRIPTION = ("Loads a CLAP text-audio model (a transformers folder under models/clap/, e.g. "
@@ -42,6 +43,7 @@ class LoadCLAP(ModelLoaderNode):
 
 class CLAPSelect(PAENode):
     NODE_ID = "PAE_CLAPSelect"
+    SEARCH_ALIASES = ["clap", "best candidate", "guidance bootstrapping", "pick best"]
     DISPLAY_NAME = "CLAP Select (PAE)"
     DESCRIPTION = ("Keeps the best of several edited candidates (PPAE's guidance bootstrapping: one candidate per "
                    "guidance scale). Each candidate scores cos(CLAP text of the prompt, CLAP audio of the candidate) "

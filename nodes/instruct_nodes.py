@@ -7,11 +7,12 @@ from typing import Any
 from ..engine.core import bridge
 from ..engine.methods.instruct import (DEFAULT_GUIDANCE, DEFAULT_NOISE_LEVEL, DEFAULT_STEPS, MAX_ROWS, instruct_edit,
                                list_instruct_models, load_instruct_model)
-from .base import PAE_MODEL, ModelLoaderNode, PAENode, clips_per_call_input, model_choices
+from .base import FIXED_SEED_NOTE, PAE_MODEL, ModelLoaderNode, PAENode, clips_per_call_input, model_choices
 
 
 class LoadSAOInstruct(ModelLoaderNode):
     NODE_ID = "PAE_LoadSAOInstruct"
+    SEARCH_ALIASES = ["sao instruct", "stable audio", "instruction edit"]
     MODEL_INPUTS = {"model_name": ("SAO-Instruct model", "models/diffusers/", "sao-instruct")}
     DISPLAY_NAME = "Load SAO-Instruct (PAE)"
     DESCRIPTION = ("Loads SAO-Instruct, Stable Audio Open fine-tuned to edit a clip from an instruction. Either a "
@@ -44,6 +45,7 @@ class LoadSAOInstruct(ModelLoaderNode):
 
 class InstructEdit(PAENode):
     NODE_ID = "PAE_InstructEdit"
+    SEARCH_ALIASES = ["sao instruct", "instruction edit", "stable audio edit", "edit audio"]
     DISPLAY_NAME = "Instruct Edit (PAE)"
     DESCRIPTION = ("SAO-Instruct's edit: the clip's latent is noised to noise_level and denoised with the model's "
                    "DPM-Solver++(2M) SDE, conditioned on the instruction and the clip's duration, while the clean "
@@ -63,7 +65,8 @@ class InstructEdit(PAENode):
                             "in the background' or 'make the dog bark louder'. One instruction per line: each is a "
                             "separate edit in the same batch."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Seed of the added and "
-                     "per-step noise (CPU-drawn: the same on any device). batch_size > 1 uses seed, seed+1, ..."}),
+                     "per-step noise (CPU-drawn: the same on any device). batch_size > 1 uses seed, seed+1, ..."
+                     + FIXED_SEED_NOTE}),
             "steps": ("INT", {"default": DEFAULT_STEPS, "min": 1, "max": 1000, "tooltip": "Solver steps from "
                       "noise_level down to the schedule's σ_min (paper: 100). More: slower, finer."}),
             "guidance": ("FLOAT", {"default": DEFAULT_GUIDANCE, "min": 0.0, "max": 100.0, "step": 0.1,

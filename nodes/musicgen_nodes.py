@@ -7,11 +7,12 @@ from typing import Any
 from ..engine.core import bridge
 from ..engine.methods.editgen import MODIFIERS, REWEIGHT_FORMS, musicgen_edit
 from ..engine.models.musicgen import list_musicgen_models, load_musicgen
-from .base import PAE_ATTENTION_EDIT, PAE_MUSICGEN, ModelLoaderNode, PAENode, model_choices
+from .base import FIXED_SEED_NOTE, PAE_ATTENTION_EDIT, PAE_MUSICGEN, ModelLoaderNode, PAENode, model_choices
 
 
 class LoadMusicGen(ModelLoaderNode):
     NODE_ID = "PAE_LoadMusicGen"
+    SEARCH_ALIASES = ["musicgen", "load musicgen", "editgen"]
     MODEL_INPUTS = {"model_name": ("MusicGen model", "models/musicgen/", "musicgen-small")}
     DISPLAY_NAME = "Load MusicGen (PAE)"
     DESCRIPTION = ("Loads MusicGen (a transformers folder under models/musicgen/: facebook/musicgen-small, -medium or "
@@ -40,6 +41,7 @@ class LoadMusicGen(ModelLoaderNode):
 
 class MusicGenEdit(PAENode):
     NODE_ID = "PAE_MusicGenEdit"
+    SEARCH_ALIASES = ["musicgen edit", "editgen", "music edit", "prompt to prompt", "p2p"]
     DISPLAY_NAME = "MusicGen Edit (PAE)"
     DESCRIPTION = ("EditGen: generates the Attention Controller's source prompt and, in the same batch with the same "
                    "random numbers, its target prompt with edited attention, as the official code does: the target's "
@@ -65,7 +67,8 @@ class MusicGenEdit(PAENode):
             "attention_edit": (PAE_ATTENTION_EDIT, {"tooltip": "The edit from Attention Controller (its source prompt "
                                "is required: MusicGen generates the source)."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Seed of the sampling "
-                     "noise, shared by source and target (drawn on the CPU: the same on any device)."}),
+                     "noise, shared by source and target (drawn on the CPU: the same on any device)."
+                     + FIXED_SEED_NOTE}),
             "duration": ("FLOAT", {"default": 10.0, "min": 0.1, "max": 30.0, "step": 0.1, "tooltip": "Seconds of "
                          "music (50 frames per second; the released models stop at 30 s). Ignored with a source_audio: "
                          "the recording's length is used."}),

@@ -18,6 +18,7 @@ _DEFAULT_SCHEDULE = FusionSchedule()
 
 class DDIMInvert(PAENode):
     NODE_ID = "PAE_DDIMInvert"
+    SEARCH_ALIASES = ["inversion", "invert audio", "ddim inversion", "ddpm inversion", "edit friendly", "zeta"]
     DISPLAY_NAME = "Invert Audio Latent (PAE)"
     DESCRIPTION = ("Inverts a clip's latent with its description, so edits can re-denoise it. ddpm (edit-friendly "
                    "DDPM inversion, PPAE's choice) reproduces the clip exactly when nothing is edited; ddim is the "
@@ -48,7 +49,9 @@ class DDIMInvert(PAENode):
                            "Higher keeps more of the original; lower allows bigger changes. Also cuts the cost."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": False,
                      "tooltip": "Seed of the noise DDPM inversion draws (same seed, same inversion). "
-                     "Unused by ddim."}),
+                     "Unused by ddim. Kept fixed on purpose (no control-after-generate): re-running an edit must "
+                     "reuse the same inversion, which is then taken from the cache; change it by hand for another "
+                     "take."}),
         }, "optional": {
             "clips_per_call": clips_per_call_input("denoiser"),
         }}
@@ -62,6 +65,7 @@ class DDIMInvert(PAENode):
 
 class AttentionController(PAENode):
     NODE_ID = "PAE_AttentionController"
+    SEARCH_ALIASES = ["prompt to prompt", "p2p", "attention edit", "word swap", "reweight", "refine"]
     DISPLAY_NAME = "Attention Controller (PAE)"
     DESCRIPTION = ("Describes a Prompt-to-Prompt edit: Replace swaps words one for one ('dog' -> 'cat'), Refine "
                    "adds or removes words ('rain' -> 'heavy rain'), Reweight makes words act more or less. "
@@ -92,16 +96,19 @@ class AttentionController(PAENode):
             "self_window": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
                             "tooltip": "Self-attention of the target is replaced by the source's up to this "
                             "fraction of the steps (PPAE: 0.0 = never). Keeps structure, limits change."}),
-            "streams": (list(STREAM_CHOICES), {"default": "all", "tooltip": "Which conditioning streams are "
+            "streams": (list(STREAM_CHOICES), {"advanced": True,
+                                               "default": "all", "tooltip": "Which conditioning streams are "
                         "edited. The word stream (T5) always; 'all' also injects the source's map into streams "
                         "without words (AudioLDM2's 8 GPT-2 tokens, position by position, with the target's "
                         "values); 'words only' lets those attend freely. Tango has only the word stream."}),
-            "self_min_downsampling": ("INT", {"default": DEFAULT_SELF_MIN_DOWNSAMPLING, "min": 1, "max": 64,
+            "self_min_downsampling": ("INT", {"advanced": True,
+                                              "default": DEFAULT_SELF_MIN_DOWNSAMPLING, "min": 1, "max": 64,
                                       "tooltip": "Self-attention is injected only in layers whose latent grid "
                                       "is downsampled at least this much (P2P: 4, its 16x16 maps). 1 = every "
                                       "layer (costly, rigid)."}),
         }, "optional": {
-            "word_windows": ("STRING", {"default": "", "tooltip": "Prompt-to-Prompt's cross window per word, e.g. "
+            "word_windows": ("STRING", {"advanced": True,
+                                        "default": "", "tooltip": "Prompt-to-Prompt's cross window per word, e.g. "
                              "'cat: 0.4, rain: 1': the target word's tokens are edited for that fraction of the "
                              "steps (counted as P2P, int(w x (steps + 1))), every other token for cross_window. "
                              "Words of the target prompt. Empty: one window for all. The Fuser reads it; MusicGen "
@@ -118,6 +125,7 @@ class AttentionController(PAENode):
 
 class Fuser(PAENode):
     NODE_ID = "PAE_Fuser"
+    SEARCH_ALIASES = ["ppae", "prompt to prompt", "p2p", "edit audio", "audio edit", "cross attention fusion"]
     DISPLAY_NAME = "Fuser: Edit by Attention (PAE)"
     DESCRIPTION = ("PPAE's edit sampler: re-denoises the inverted clip with the target prompt while the source's "
                    "attention, edited as the Attention Controller says, is fused in with ratio S(t). Each guidance "
@@ -148,23 +156,25 @@ class Fuser(PAENode):
                                "12 of 50 edit steps that end the 0.8 cross window, as in PPAE's figure)."}),
             "schedule_end": ("FLOAT", {"default": s.end, "min": 0.0, "max": 1.0, "step": 0.01,
                              "tooltip": "Where the decay ends (fraction of the edit's steps); eta_min after it."}),
-            "eta_min": ("FLOAT", {"default": s.eta_min, "min": 0.0, "max": 1.0, "step": 0.01,
+            "eta_min": ("FLOAT", {"advanced": True, "default": s.eta_min, "min": 0.0, "max": 1.0, "step": 0.01,
                         "tooltip": "Fusion ratio after the decay (0 = target's own attention; PPAE's refusion "
                         "uses 0.4-0.6)."}),
-            "eta_max": ("FLOAT", {"default": s.eta_max, "min": 0.0, "max": 1.0, "step": 0.01,
+            "eta_max": ("FLOAT", {"advanced": True, "default": s.eta_max, "min": 0.0, "max": 1.0, "step": 0.01,
                         "tooltip": "Fusion ratio before the decay (1 = the edited source attention fully)."}),
-            "decay_rate": ("FLOAT", {"default": s.decay_rate, "min": 0.01, "max": 50.0, "step": 0.1,
+            "decay_rate": ("FLOAT", {"advanced": True, "default": s.decay_rate, "min": 0.01, "max": 50.0, "step": 0.1,
                            "tooltip": "exponential only: how fast it falls (e^(-k u), renormalised to reach "
                            "eta_min at schedule_end)."}),
             "local_blend": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 0.99, "step": 0.01,
                             "tooltip": "0 = off. Otherwise the threshold (P2P: 0.3) of a time-frequency mask from "
                             "the edited words' attention; outside it the result keeps the source exactly."}),
-            "blend_start": ("FLOAT", {"default": DEFAULT_BLEND_START, "min": 0.0, "max": 1.0, "step": 0.01,
+            "blend_start": ("FLOAT", {"advanced": True,
+                                      "default": DEFAULT_BLEND_START, "min": 0.0, "max": 1.0, "step": 0.01,
                             "tooltip": "Local blend acts from this fraction of the edit's steps (P2P: 0.2)."}),
             "attention_maps": ("BOOLEAN", {"default": True, "tooltip": "Record the per-word attention maps "
                                "output (small extra cost). Off: a blank image."}),
         }, "optional": {
-            "blend_maps": (list(BLEND_MAPS), {"default": BLEND_MAPS[0], "tooltip": "The attention the local blend "
+            "blend_maps": (list(BLEND_MAPS), {"advanced": True,
+                                              "default": BLEND_MAPS[0], "tooltip": "The attention the local blend "
                            "mask is made from. all steps, 1/4 resolution (Prompt-to-Prompt's LocalBlend): the edited "
                            "words' maps summed over every step so far at the layers of 1/4 the latent's resolution "
                            "(the nearest level where a model has none), max-pooled 3x3 there and enlarged. this step, "
@@ -185,6 +195,7 @@ class Fuser(PAENode):
 
 class PromptEdit(PAENode):
     NODE_ID = "PAE_PromptEdit"
+    SEARCH_ALIASES = ["zeta", "ddpm edit", "edit friendly", "text edit audio", "edit audio"]
     DISPLAY_NAME = "Edit by Prompt (ZETA) (PAE)"
     DESCRIPTION = ("Zero-shot text editing by edit-friendly DDPM inversion (ZETA, Manor & Michaeli 2024): re-denoises "
                    "the inverted clip with the target prompt and the inversion's stored noise, without touching the "

@@ -13,6 +13,7 @@ _MAX_SECONDS = 86400.0
 
 class CutRegion(PAENode):
     NODE_ID = "PAE_CutRegion"
+    SEARCH_ALIASES = ["cut audio", "crop audio", "region", "excerpt"]
     DISPLAY_NAME = "Cut Region (PAE)"
     DESCRIPTION = ("Cuts seconds start–end out of a recording of any length, with `context` seconds on each side so "
                    "the edit fits its surroundings, for any edit graph; Paste Region puts the edit back. With a model "
@@ -47,6 +48,7 @@ class CutRegion(PAENode):
 
 class PasteRegion(PAENode):
     NODE_ID = "PAE_PasteRegion"
+    SEARCH_ALIASES = ["paste audio", "splice", "region", "crossfade"]
     DISPLAY_NAME = "Paste Region (PAE)"
     DESCRIPTION = ("Puts an edited region back into its recording. Outside [start − crossfade, end + crossfade] the "
                    "output is the original, bit for bit; across each boundary the original and the edit cross over "
@@ -76,6 +78,7 @@ class PasteRegion(PAENode):
 
 class SplitWindows(PAENode):
     NODE_ID = "PAE_SplitWindows"
+    SEARCH_ALIASES = ["split audio", "windows", "long audio", "song", "chunks"]
     DISPLAY_NAME = "Split Windows (PAE)"
     DESCRIPTION = ("Splits a recording of any length into overlapping windows, one AUDIO batch (clip-major) that "
                    "any edit graph takes as a batch of clips; Join Windows puts the edited windows back together. "
@@ -110,6 +113,7 @@ class SplitWindows(PAENode):
 
 class JoinWindows(PAENode):
     NODE_ID = "PAE_JoinWindows"
+    SEARCH_ALIASES = ["join audio", "windows", "long audio", "song", "overlap add"]
     DISPLAY_NAME = "Join Windows (PAE)"
     DESCRIPTION = ("Joins edited windows back into recordings of the original length, crossfading over the "
                    "overlaps with weights that sum to one (unedited windows join back to the input). Several "

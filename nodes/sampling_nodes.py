@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..engine.diffusion.sampling import MAX_BATCH, sample
-from .base import PAE_MODEL, PAENode, clips_per_call_input
+from .base import FIXED_SEED_NOTE, PAE_MODEL, PAENode, clips_per_call_input
 
 
 class Sample(PAENode):
     NODE_ID = "PAE_Sample"
+    SEARCH_ALIASES = ["generate audio", "text to audio", "ap adapter sample", "ddim sample"]
     DISPLAY_NAME = "Sample Audio (PAE)"
     DESCRIPTION = ("Generates audio with DDIM from a prompt and a negative prompt, with any model from Load Audio "
                    "Model or AP-Adapter Apply (then the conditional branch hears the clip's audio prompt and the "
@@ -29,7 +30,7 @@ class Sample(PAENode):
             "negative": ("STRING", {"multiline": True, "default": "", "tooltip": "What to steer away from, e.g. 'Low "
                          "quality' or the clip's own instrument; empty = unconditional."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Seed of the starting "
-                     "noise (drawn on the CPU: the same seed gives the same noise on any device)."}),
+                     "noise (drawn on the CPU: the same seed gives the same noise on any device)." + FIXED_SEED_NOTE}),
             "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "DDIM steps that run (AP-Adapter: 50). "
                       "More: slower, finer."}),
             "guidance": ("FLOAT", {"default": 3.5, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": "Classifier-free "
