@@ -212,3 +212,17 @@ def test_text_to_audio_sampling_on_stable_audio(sao):
     assert torch.equal(out["samples"], again["samples"])
     audio = vae_decode(sao, out)
     assert audio["waveform"].shape == (2, 2, 44100)
+
+
+def test_sample_takes_core_empty_latent_audio_and_decode_restores_its_length(sao, tiny_backbone):
+    from prompt_audio_edit.engine.core.errors import PAEInputError
+    from prompt_audio_edit.engine.diffusion.sampling import sample
+    from prompt_audio_edit.engine.diffusion.vae import vae_decode
+
+    core = {"samples": torch.zeros((2, 64, 40)), "type": "audio"}  # ComfyUI core's Empty Latent Audio: no record
+    out = sample(sao, "rain on a tin roof", steps=2, latent=core, denoise=1.0)
+    assert out["samples"].shape == (2, 64, 40) and out["pae"]["family"] == "stable_audio"
+    audio = vae_decode(sao, out, "source")
+    assert audio["waveform"].shape == (2, 2, 40 * 2048) and audio["sample_rate"] == 44100
+    with pytest.raises(PAEInputError, match="shape \\(2, 64, 40\\) but a audioldm2 latent has 8 channels"):
+        sample(tiny_backbone, "rain", steps=2, latent=core, denoise=1.0)  # AudioLDM2 latents have 8 channels

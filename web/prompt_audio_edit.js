@@ -119,15 +119,24 @@ function render(node, output) {
     return;
   }
   const clips = Array.isArray(output.audio) ? output.audio : [];
-  // ComfyUI's own player (the audioUI widget) shows the first clip; a batch gets every clip listed.
-  if (clips.length > 1 || (clips.length === 1 && !hasCorePlayer(node))) {
-    panel(node, clips.map((file, i) => {
-      const row = document.createElement("div");
-      row.className = "pae-row";
-      row.append(player(file, clips.length > 1 ? `clip ${i + 1} of ${clips.length}: ${file.filename}` : file.filename).box);
-      return row;
-    }));
+  // ComfyUI's own player (the audioUI widget) plays the first clip; the list holds the others, so each clip is
+  // shown once. Without a core player every clip is listed.
+  const first = hasCorePlayer(node) ? 1 : 0;
+  if (clips.length <= first) return;
+  const rows = clips.slice(first).map((file, i) => {
+    const row = document.createElement("div");
+    row.className = "pae-row";
+    const label = clips.length > 1 ? `clip ${i + first + 1} of ${clips.length}: ${file.filename}` : file.filename;
+    row.append(player(file, label).box);
+    return row;
+  });
+  if (first) {
+    const note = document.createElement("div");
+    note.className = "pae-caption";
+    note.textContent = `clip 1 of ${clips.length} (${clips[0].filename}) is in the player above`;
+    rows.unshift(note);
   }
+  panel(node, rows);
 }
 
 app.registerExtension({

@@ -165,6 +165,15 @@ class Backbone(LoadedModel, ABC):
     def check_latent_length(self, samples: torch.Tensor, input_name: str = "latent") -> None:
         """Refuse a latent longer than the denoiser takes (VAE Encode may take longer clips than the denoiser)."""
 
+    def num_samples_of(self, latent_shape: tuple[int, ...]) -> int:
+        """Samples of audio a latent of this shape (per clip, no batch axis) holds, for latents made elsewhere (core's
+        Empty Latent Audio) that carry no record: whole latent frames of the time axis, the one latent_shape grows
+        along (measured over a minute, so padding to whole frames does not round it)."""
+        minute = 60 * self.sample_rate
+        one, two = self.latent_shape(self.sample_rate), self.latent_shape(minute)
+        axis = next(i for i, (a, b) in enumerate(zip(one, two)) if a != b)
+        return int(latent_shape[axis]) * round(minute / two[axis])
+
     def latent_shape(self, num_samples: int) -> tuple[int, ...]:
         """Shape [C, ...] of one clip's latent for a clip of num_samples at the model's rate."""
         raise NotImplementedError(f"{self.family} cannot start from an empty latent")

@@ -107,8 +107,9 @@ def sample(backbone: Backbone, positive: str, negative: str = "", *, steps: int 
 def _output_latent(backbone: Backbone, samples: torch.Tensor, info: dict[str, Any] | None, clip_of_row: list[int],
                    seconds: float) -> dict[str, Any]:
     rows = samples.shape[0]
-    if info is None:
-        num_samples = max(1, int(round(float(seconds) * backbone.sample_rate)))
+    if not info:  # from noise, or from a latent with no record (core's Empty Latent Audio): its length counts
+        num_samples = max(1, int(round(float(seconds) * backbone.sample_rate))) if info is None else \
+            backbone.num_samples_of(tuple(samples.shape[1:]))
         return make_latent(samples.cpu(), family=backbone.family, model=backbone.name,
                            sample_rate=backbone.sample_rate, num_samples=num_samples,
                            source_sample_rate=backbone.sample_rate, source_num_samples=num_samples,
