@@ -75,8 +75,9 @@ class SaveAudio(PAENode):
     SEARCH_ALIASES = ["save audio", "export audio", "spectrogram"]
     DISPLAY_NAME = "Save Audio (PAE)"
     DESCRIPTION = ("Saves every clip of an AUDIO batch to the output folder as wav, flac or mp3, with the "
-                   "workflow and prompt embedded (drag the file back into ComfyUI to get the graph), and shows "
-                   "a player and a spectrogram.")
+                   "workflow and prompt embedded (drag a flac or mp3 back into ComfyUI to get the graph; ComfyUI's "
+                   "page reads workflows from flac, mp3 and ogg only, so a wav keeps them in its tags but does not "
+                   "reopen the graph), and shows a player and a spectrogram.")
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("spectrogram",)
     OUTPUT_TOOLTIPS = ("Log-magnitude spectrogram of each clip (time across, frequency up).",)
@@ -90,7 +91,8 @@ class SaveAudio(PAENode):
                 "filename_prefix": ("STRING", {"default": "audio/PAE", "tooltip": "File name start, may include "
                                     "subfolders inside the output folder; a counter and the extension are added."}),
                 "format": (list(WRITE_FORMATS), {"default": "flac", "tooltip": "flac: lossless and compact; wav: "
-                           "16-bit PCM; mp3: lossy, smallest."}),
+                           "16-bit PCM (ComfyUI's page cannot reopen a workflow from a wav: its readers take flac, "
+                           "mp3 and ogg); mp3: lossy, smallest."}),
                 "mp3_quality": (list(MP3_QUALITIES), {"default": "V0", "tooltip": "mp3 only: V0 = variable "
                                 "bit rate, best quality; or a constant bit rate in kbit/s."}),
             },

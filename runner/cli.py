@@ -13,7 +13,7 @@ from pathlib import Path
 from ..engine.core import bridge
 from . import models_command
 from .server import DEFAULT_MAX_DOWNLOAD_MB
-from .workflow import WorkflowError, apply_overrides, execute_workflow, load_api_workflow
+from .workflow import WorkflowError, apply_overrides, execute_workflow, load_api_workflow, ui_workflow_with_values
 
 _BANNER = "!" * 78
 
@@ -151,7 +151,8 @@ def _run(args: argparse.Namespace) -> int:
     workflow = apply_overrides(load_api_workflow(args.workflow), args.overrides, NODE_CLASS_MAPPINGS)
     extra_pnginfo = {}
     if args.ui_workflow:
-        extra_pnginfo["workflow"] = _read_ui_workflow(args.ui_workflow)
+        extra_pnginfo["workflow"] = ui_workflow_with_values(_read_ui_workflow(args.ui_workflow), workflow,
+                                                            NODE_CLASS_MAPPINGS)
     check_output_folder(bridge.output_directory())  # a missing, read-only or not-a-folder --out, before any work
     if args.demo:
         from ..standins.workflow import build_stand_ins  # the runner's only use of stand-ins, on request

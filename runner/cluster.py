@@ -29,7 +29,7 @@ from ..engine.core.errors import PAEInputError
 from ..engine.core.files import claim_folder, resolve_inside
 from .jobs import JOB_RECORD, Job, RunError, check_output_folder, finished_record, job_record, plan_jobs, \
     workflow_sha256
-from .workflow import WorkflowError, execute_workflow
+from .workflow import WorkflowError, execute_workflow, ui_workflow_with_values
 
 INSTALL_HINT = 'pip install "prompt-audio-edit[ray]" (or pip install ray) on every machine of the cluster'
 # A worker process that dies is restarted this many times (each time its job is sent again) before the job fails.
@@ -225,13 +225,16 @@ def _pending_jobs(jobs: list[Job], workflow_hash: str, board: Any) -> list[Job]:
 def _job_spec(job: Job, ui_workflow: dict | None) -> dict[str, Any]:
     """What a worker gets: the job's graph and the bytes of each audio file it loads (the worker may be on another
     machine), each under its own file name."""
+    from .. import NODE_CLASS_MAPPINGS
+
     inputs, names = {}, set()
     for (node_id, input_name), path in job.files.items():
         name = path.name if path.name not in names else f"{node_id}/{path.name}"
         names.add(name)
         inputs[(node_id, input_name)] = (name, path.read_bytes())
     return {"name": job.name, "label": job.label, "workflow": job.workflow, "inputs": inputs,
-            "extra_pnginfo": {"workflow": ui_workflow} if ui_workflow else {}}
+            "extra_pnginfo": {"workflow": ui_workflow_with_values(ui_workflow, job.workflow, NODE_CLASS_MAPPINGS)}
+            if ui_workflow else {}}
 
 
 def run_workflow_on_ray(workflow: dict, name: str, address: str | None, inputs: list[str], sweeps: list[str],

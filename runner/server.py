@@ -197,8 +197,12 @@ class ServerSession:
         import aiohttp
 
         body: dict[str, Any] = {"prompt": workflow, "client_id": client_id}
-        if self.options.ui_workflow is not None:
-            body["extra_data"] = {"extra_pnginfo": {"workflow": self.options.ui_workflow}}
+        if self.options.ui_workflow is not None:  # with this job's values, so a dropped file restores them
+            from .. import NODE_CLASS_MAPPINGS
+            from .workflow import ui_workflow_with_values
+
+            ui = ui_workflow_with_values(self.options.ui_workflow, workflow, NODE_CLASS_MAPPINGS)
+            body["extra_data"] = {"extra_pnginfo": {"workflow": ui}}
         try:
             async with self.http.post(self.server.endpoint("/prompt"), json=body) as response:
                 text = await response.text()

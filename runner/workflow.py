@@ -112,6 +112,38 @@ def input_specs(cls: type) -> dict[str, tuple[Any, dict, bool]]:
 
 # Frontend widgets that carry no value for the node (ComfyUI sends "" or null for them).
 _DISPLAY_ONLY = (AUDIO_PLAYER,)
+_WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
+
+
+def _has_seed_control(name: str, kind: Any, options: dict) -> bool:
+    """The frontend stores a control-after-generate value right after such an INT widget."""
+    return kind == "INT" and options.get("control_after_generate", name in ("seed", "noise_seed"))
+
+
+def ui_workflow_with_values(ui_workflow: dict, workflow: Workflow, node_classes: dict[str, type]) -> dict:
+    """A copy of the UI workflow whose widget values are the API workflow's (after --set and per-job inputs), so a
+    saved file that is dropped back on the page restores the inputs that made it. Widgets are walked in the order
+    the frontend stores them: declared order, a control value after each seed, the audio player's empty slot."""
+    ui = json.loads(json.dumps(ui_workflow))
+    for node in ui.get("nodes", []) if isinstance(ui.get("nodes"), list) else []:
+        api_node = workflow.get(str(node.get("id"))) if isinstance(node, dict) else None
+        cls = node_classes.get(node.get("type")) if api_node else None
+        values = node.get("widgets_values")
+        if cls is None or api_node.get("class_type") != node.get("type") or not isinstance(values, list):
+            continue
+        inputs, position = api_node.get("inputs", {}), 0
+        for name, (kind, options, _required) in input_specs(cls).items():
+            if kind == AUDIO_PLAYER:
+                position += position < len(values)
+                continue
+            if not (isinstance(kind, list) or kind in _WIDGET_TYPES):
+                continue  # a socket
+            if position >= len(values):
+                break  # an optional widget appended after the UI file was saved
+            if name in inputs and not _is_link(inputs[name]):
+                values[position] = inputs[name]
+            position += 1 + _has_seed_control(name, kind, options)
+    return ui
 
 
 def _validated_by_node(cls: type, specs: dict[str, tuple[Any, dict, bool]]) -> set[str]:

@@ -150,3 +150,36 @@ def test_node_contract_catches_a_reorder(monkeypatch):
     monkeypatch.setattr(cls, "INPUT_TYPES", staticmethod(reordered))
     with pytest.raises(AssertionError, match="PAE_SaveAudio inputs changed"):
         test_node_contract_only_grows()
+
+
+@pytest.mark.parametrize("stem, overrides", [
+    ("ppae_replace", {"4": {"seed": 7}, "6": {"guidance_scales": "3, 6"}, "1": {"audio": "take.wav"},
+                      "10": {"format": "mp3"}}),
+    ("editgen_replace", None),
+])
+def test_the_embedded_ui_workflow_carries_the_values_that_ran(stem, overrides):
+    from prompt_audio_edit.runner.workflow import apply_overrides, ui_workflow_with_values
+
+    ui = json.loads((WORKFLOWS / f"{stem}.json").read_text())
+    api = load_api_workflow(WORKFLOWS / "api" / f"{stem}_api.json")
+    if overrides is None:  # every seed (each followed by its control value in the UI file) and every prompt
+        overrides = {node_id: {name: (1234 if name == "seed" else f"changed {name}")
+                               for name, value in node["inputs"].items()
+                               if name == "seed" or (name.endswith("prompt") and isinstance(value, str))}
+                     for node_id, node in api.items()}
+    sets = [f"{node}.{name}={json.dumps(value)}" for node, inputs in overrides.items()
+            for name, value in inputs.items()]
+    assert sets
+    updated = ui_workflow_with_values(ui, apply_overrides(api, sets, NODE_CLASS_MAPPINGS), NODE_CLASS_MAPPINGS)
+    changed = 0
+    for before, after in zip(ui["nodes"], updated["nodes"]):
+        if after["type"] in NODE_CLASS_MAPPINGS:
+            check_widgets(after)  # still fits the node definitions (controls stay controls)
+        old, new = before.get("widgets_values") or [], after.get("widgets_values") or []
+        diffs = [(o, n) for o, n in zip(old, new) if o != n]
+        expected = overrides.get(str(before["id"]), {})
+        assert sorted(map(str, (n for _, n in diffs))) == sorted(
+            str(v) for k, v in expected.items() if api[str(before["id"])]["inputs"].get(k) != v), before["type"]
+        changed += len(diffs)
+    assert changed > 0
+    assert ui_workflow_with_values(ui, api, NODE_CLASS_MAPPINGS) == ui  # the shipped values are the shipped file's
