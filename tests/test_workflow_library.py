@@ -21,7 +21,7 @@ UI_WORKFLOWS = sorted(WORKFLOWS.glob("*.json"))
 API_WORKFLOWS = sorted((WORKFLOWS / "api").glob("*_api.json"))
 VALUE_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 # Core nodes the workflows use, with their input types (they are not the pack's to describe).
-CORE_NODES = {"PreviewImage": {"images": "IMAGE"}, "PreviewAudio": {"audio": "AUDIO"}}
+CORE_NODES = {"PreviewImage": {"images": "IMAGE"}, "PreviewAudio": {"audio": "AUDIO"}, "Note": {}}
 SEED_CONTROLS = ("fixed", "increment", "decrement", "randomize")
 
 
@@ -183,3 +183,18 @@ def test_the_embedded_ui_workflow_carries_the_values_that_ran(stem, overrides):
         changed += len(diffs)
     assert changed > 0
     assert ui_workflow_with_values(ui, api, NODE_CLASS_MAPPINGS) == ui  # the shipped values are the shipped file's
+
+
+def test_each_ui_workflow_has_its_own_id_a_current_models_note_and_a_template_title():
+    from scripts.workflow_notes import NOTE_TITLE, note_text, workflow_id
+
+    titles = json.loads((WORKFLOWS.parent / "locales" / "en" / "main.json").read_text())["templateWorkflows"]
+    ids = set()
+    for path in UI_WORKFLOWS:
+        ui = json.loads(path.read_text())
+        assert ui["id"] == workflow_id(path) and ui["id"] not in ids
+        ids.add(ui["id"])
+        (note,) = [n for n in ui["nodes"] if n["type"] == "Note" and n.get("title") == NOTE_TITLE]
+        assert note["widgets_values"] == [note_text(path)], f"{path.name}: run scripts/workflow_notes.py"
+        for module in ("prompt_audio_edit", "prompt-audio-edit"):  # the folder ComfyUI names the pack by
+            assert titles["template"][module][path.stem] and titles["templateDescription"][module][path.stem]

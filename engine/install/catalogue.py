@@ -127,10 +127,9 @@ _T5_FOLDER = Part("text_encoders/t5-base", hub=(HubFiles("google-t5/t5-base", _T
 
 CATALOGUE: tuple[ModelEntry, ...] = (
     _audioldm2("audioldm2-large", "4b0b875a9e0c5305dfc917da808584e50e1c7ed4", 5683, ("ppae", "ap-adapter"),
-               _PPAE_WORKFLOWS + _AP_WORKFLOWS, needs=("clap-htsat-unfused",)),
-    _audioldm2("audioldm2", "c8e7e189d324425c05c4c2f81214041ef4107983", 4267, ("ppae",), (),
-               needs=("clap-htsat-unfused",)),
-    _audioldm2("audioldm2-music", "", 4267, ("ppae",), (), needs=("clap-htsat-unfused",)),
+               _PPAE_WORKFLOWS + _AP_WORKFLOWS),
+    _audioldm2("audioldm2", "c8e7e189d324425c05c4c2f81214041ef4107983", 4267, ("ppae",), ()),
+    _audioldm2("audioldm2-music", "", 4267, ("ppae",), ()),
     _tango("tango2", "declare-lab/tango2"),
     _tango("tango", "declare-lab/tango"),
     ModelEntry(
