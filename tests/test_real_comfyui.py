@@ -52,10 +52,17 @@ def comfyui(tmp_path_factory):
     for path in API_WORKFLOWS:
         build_stand_ins(json.loads(path.read_text()), base)
     bridge.reset_directories()
+    # A stand-in hub for the Get models… route: one catalogue model the workflows do not use, so a download is new.
+    from prompt_audio_edit.standins.clap import build_tiny_clap
+    from prompt_audio_edit.standins.hub import HubStandIn
+
+    hub = HubStandIn().start()
+    hub.add("laion/larger_clap_music", build_tiny_clap(tmp_path_factory.mktemp("hub") / "larger_clap_music"))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(base / "comfyui.log", "w")
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")  # no __pycache__ written into the linked pack
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1",  # no __pycache__ written into the linked pack
+               HF_ENDPOINT=hub.url, HF_HUB_DISABLE_IMPLICIT_TOKEN="1")
     process = subprocess.Popen([os.environ.get("COMFYUI_PYTHON", sys.executable), "main.py", "--cpu",
                                 "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(base),
                                 "--disable-auto-launch"], cwd=checkout, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -72,6 +79,7 @@ def comfyui(tmp_path_factory):
                 time.sleep(1)
         yield {"url": url, "base": base, "log": base / "comfyui.log"}
     finally:
+        hub.stop()
         process.terminate()
         try:
             process.wait(30)
@@ -93,6 +101,29 @@ def test_the_pack_its_extension_and_its_templates_are_served(comfyui):
     assert sorted(templates[PACK_FOLDER]) == ui_names
     first = json.loads(get(f"{url}/api/workflow_templates/{PACK_FOLDER}/{ui_names[0]}.json"))
     assert first["version"] == 0.4
+
+
+def test_get_models_route_downloads_into_comfyuis_models_folder_and_the_dropdown_lists_it(comfyui):
+    url = comfyui["url"]
+    listing = json.loads(get(url + "/pae/models"))["models"]
+    entry = next(m for m in listing if m["name"] == "larger-clap-music")
+    assert entry["state"] == "missing" and "PAE_LoadCLAP" in entry["nodes"]
+    request = urllib.request.Request(url + "/pae/models/get", data=json.dumps({"name": "larger-clap-music"}).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 202
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        entry = next(m for m in json.loads(get(url + "/pae/models"))["models"] if m["name"] == "larger-clap-music")
+        if entry["job"] and entry["job"]["state"] != "running":
+            break
+        time.sleep(0.5)
+    assert entry["state"] == "installed", entry
+    assert (comfyui["base"] / "models" / "clap" / "larger_clap_music" / "config.json").is_file()
+    choices = json.loads(get(url + "/object_info/PAE_LoadCLAP"))["PAE_LoadCLAP"]["input"]["required"]["model_name"]
+    assert "larger_clap_music" in choices[0]
+    titles = json.loads(get(url + "/i18n"))["en"]["templateWorkflows"]["template"][PACK_FOLDER]
+    assert titles["ppae_replace"].startswith("PPAE")
 
 
 @pytest.mark.parametrize("api_path", API_WORKFLOWS, ids=lambda p: p.stem)
