@@ -5,22 +5,26 @@ from __future__ import annotations
 from typing import Any
 
 from ..engine.core import bridge
-from ..engine.methods.ap_adapter import AP_TASKS, MAX_SCALE, ap_task_settings, apply_ap_adapter, load_ap_adapter
-from ..engine.core.loading import list_model_files
-from ..engine.models.audiomae import POOLING_RATES, STEREO_READINGS
-from .base import PAE_AP_ADAPTER, PAE_MODEL, PAENode
+from ..engine.methods.ap_adapter import (AP_TASKS, MAX_SCALE, ap_task_settings, apply_ap_adapter, list_adapter_files,
+                                         load_ap_adapter)
+from ..engine.models.audiomae import POOLING_RATES, STEREO_READINGS, list_audio_encoders
+from .base import PAE_AP_ADAPTER, PAE_MODEL, ModelLoaderNode, PAENode, model_choices
 
 _POOLING_TOOLTIP = ("ω, the AudioMAE pooling rate: 1, 2, 4 or 8 (512, 128, 32 or 8 audio tokens of the clip's 64 x 8 "
                     "patch grid). Low ω passes fine detail of the clip (closer to it); high ω only its overall "
                     "character (freer edits).")
 
 
-class LoadAPAdapter(PAENode):
+class LoadAPAdapter(ModelLoaderNode):
     NODE_ID = "PAE_LoadAPAdapter"
+    MODEL_INPUTS = {"adapter_name": ("AP-Adapter checkpoint", "models/ap_adapter/", "ap-adapter"),
+                    "audio_encoder": ("AudioMAE checkpoint", "models/audiomae/", "audiomae")}
+    SEARCH_ALIASES = ["ap adapter", "audio prompt", "timbre transfer", "ip adapter audio", "audiomae"]
     DISPLAY_NAME = "Load AP-Adapter (PAE)"
     DESCRIPTION = ("Loads AP-Adapter's released weights (pytorch_model.bin, from models/ap_adapter/) and the AudioMAE "
-                   "encoder it reads audio prompts with (the released pretrained.pth, from models/audio_encoders/). "
-                   "Both are read weights-only and loaded once, then shared by every node that uses them.")
+                   "encoder it reads audio prompts with (the released pretrained.pth, from models/audiomae/; the old "
+                   "models/audio_encoders/ is still read). Both are read weights-only, or from the safetensors copies "
+                   "`pae models convert` writes, and loaded once, then shared by every node that uses them.")
     RETURN_TYPES = (PAE_AP_ADAPTER,)
     RETURN_NAMES = ("ap_adapter",)
     OUTPUT_TOOLTIPS = ("The adapter's audio key/value projections for each 768-wide cross-attention layer, and "
@@ -29,14 +33,24 @@ class LoadAPAdapter(PAENode):
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
-            "adapter_name": (list_model_files("ap_adapter"), {"tooltip": "The adapter file under models/ap_adapter/ "
-                             "(the released pytorch_model.bin; trained for AudioLDM2-large)."}),
-            "audio_encoder": (list_model_files("audio_encoders"), {"tooltip": "AudioMAE's released pretrained.pth "
-                              "under models/audio_encoders/ (ViT-B/16 on a 1024 x 128 fbank; its decoder half is "
-                              "ignored)."}),
+            "adapter_name": (model_choices(list_adapter_files()), {
+                "tooltip": "The adapter file under models/ap_adapter/ (the "
+                             "released pytorch_model.bin; trained for AudioLDM2-large). A converted copy is not listed "
+                             "twice: pick the pickle's name (the one workflows store) and its .safetensors twin beside "
+                             "it is loaded instead."}),
+            "audio_encoder": (model_choices(list_audio_encoders()), {
+                "tooltip": "AudioMAE's released pretrained.pth under "
+                              "models/audiomae/ (ViT-B/16 on a 1024 x 128 fbank; its decoder half is ignored). Files "
+                              "in the old models/audio_encoders/ are listed and load too, with a notice to move them. "
+                              "A converted copy is not listed twice: pick pretrained.pth and pretrained.safetensors "
+                              "is loaded instead."}),
             "dtype": (list(bridge.DTYPE_CHOICES), {"default": "auto", "tooltip": "AudioMAE's precision. auto: fp16 "
                       "on NVIDIA GPUs, fp32 on CPU. The adapter's projections follow the model's precision."}),
         }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, adapter_name: str | None = None, audio_encoder: str | None = None) -> bool | str:
+        return cls.check_model_inputs(adapter_name=adapter_name, audio_encoder=audio_encoder)
 
     def execute(self, adapter_name: str, audio_encoder: str, dtype: str = "auto") -> tuple:
         return (load_ap_adapter(adapter_name, audio_encoder, dtype),)
@@ -44,6 +58,7 @@ class LoadAPAdapter(PAENode):
 
 class APAdapterTask(PAENode):
     NODE_ID = "PAE_APAdapterTask"
+    SEARCH_ALIASES = ["ap adapter", "timbre transfer", "genre transfer", "accompaniment"]
     DISPLAY_NAME = "AP-Adapter Task (PAE)"
     DESCRIPTION = ("Fills in AP-Adapter's settings for a task: α (scale), ω (pooling), guidance and the prompts from "
                    "the paper's templates. timbre transfer: 'a recording of a {instrument} solo', negative = the "
@@ -87,6 +102,7 @@ class APAdapterTask(PAENode):
 
 class APAdapterApply(PAENode):
     NODE_ID = "PAE_APAdapterApply"
+    SEARCH_ALIASES = ["ap adapter", "audio prompt", "timbre transfer", "genre transfer", "accompaniment"]
     DISPLAY_NAME = "AP-Adapter Apply (PAE)"
     DESCRIPTION = ("Makes a clip the audio prompt of an AudioLDM2 model (AP-Adapter): its AudioMAE features enter "
                    "every 768-wide cross-attention through the adapter's parallel audio attention, output = text + "

@@ -22,8 +22,9 @@ _SCHEDULER = {"_class_name": "CosineDPMSolverMultistepScheduler", "sigma_min": 0
 
 
 def build_tiny_stable_audio(folder: str | os.PathLike, *, seed: int = 0, in_channels: int = 64,
-                            max_seconds: float = 47.0) -> pathlib.Path:
+                            max_seconds: float = 47.0, head_dim: int = 8, heads: int = 4) -> pathlib.Path:
     """Build and save a tiny Stable Audio Open folder; in_channels=128 gives SAO-Instruct's input-concat DiT."""
+    # head_dim=64 (released, with heads=2): a DiT a single file describes (its shapes do not say the head width).
     from diffusers import AutoencoderOobleck, StableAudioDiTModel
     from diffusers.pipelines.stable_audio.modeling_stable_audio import StableAudioProjectionModel
     from transformers import T5Config, T5EncoderModel
@@ -41,8 +42,9 @@ def build_tiny_stable_audio(folder: str | os.PathLike, *, seed: int = 0, in_chan
                              channel_multiples=[1, 1, 1, 1, 1], decoder_channels=8, decoder_input_channels=64,
                              audio_channels=2, sampling_rate=44100)
     transformer = StableAudioDiTModel(sample_size=int(max_seconds * 44100 / 2048) + 1, in_channels=in_channels,
-                                      num_layers=2, attention_head_dim=8, num_attention_heads=4,
-                                      num_key_value_attention_heads=2, out_channels=64, cross_attention_dim=768,
+                                      num_layers=2, attention_head_dim=head_dim, num_attention_heads=heads,
+                                      num_key_value_attention_heads=max(heads // 2, 1), out_channels=64,
+                                      cross_attention_dim=768,
                                       time_proj_dim=32, global_states_input_dim=1536, cross_attention_input_dim=768)
     for name, module in (("text_encoder", text_encoder), ("projection_model", projection), ("vae", vae),
                          ("transformer", transformer)):
@@ -129,18 +131,12 @@ def _oobleck_to_stable_audio_tools(state: dict[str, torch.Tensor], blocks: int) 
     return out
 
 
-def save_stable_audio_tools_checkpoint(diffusers_folder: str | os.PathLike, out_folder: str | os.PathLike, *,
-                                       weights_name: str = "model.safetensors") -> pathlib.Path:
-    """Write a tiny diffusers Stable Audio folder as a stable-audio-tools release: model_config.json and one state
-    dict in stable-audio-tools' key names (DiT, Oobleck, timing conditioners), T5 and tokenizer copied beside it."""
-    import shutil
-
+def stable_audio_tools_state(diffusers_folder: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """A tiny diffusers Stable Audio folder as a stable-audio-tools release: (state dict, model_config.json)."""
     from diffusers import AutoencoderOobleck, StableAudioDiTModel
     from diffusers.pipelines.stable_audio.modeling_stable_audio import StableAudioProjectionModel
-    from safetensors.torch import save_file
 
-    src, out = pathlib.Path(diffusers_folder), pathlib.Path(out_folder)
-    out.mkdir(parents=True, exist_ok=True)
+    src = pathlib.Path(diffusers_folder)
     dit = StableAudioDiTModel.from_pretrained(src / "transformer")
     vae = AutoencoderOobleck.from_pretrained(src / "vae")
     projection = StableAudioProjectionModel.from_pretrained(src / "projection_model")
@@ -188,6 +184,20 @@ def save_stable_audio_tools_checkpoint(diffusers_folder: str | os.PathLike, out_
                                         if c.in_channels != c.out_channels else {})}},
             "io_channels": c.out_channels},
     }
+    return state, config
+
+
+def save_stable_audio_tools_checkpoint(diffusers_folder: str | os.PathLike, out_folder: str | os.PathLike, *,
+                                       weights_name: str = "model.safetensors") -> pathlib.Path:
+    """Write a tiny diffusers Stable Audio folder as a stable-audio-tools release: model_config.json and one state
+    dict in stable-audio-tools' key names (DiT, Oobleck, timing conditioners), T5 and tokenizer copied beside it."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    src, out = pathlib.Path(diffusers_folder), pathlib.Path(out_folder)
+    out.mkdir(parents=True, exist_ok=True)
+    state, config = stable_audio_tools_state(src)
     (out / "model_config.json").write_text(json.dumps(config, indent=2))
     if weights_name.endswith(".safetensors"):
         save_file(state, str(out / weights_name))
@@ -195,4 +205,41 @@ def save_stable_audio_tools_checkpoint(diffusers_folder: str | os.PathLike, out_
         torch.save({"state_dict": state}, out / weights_name)
     for sub in ("text_encoder", "tokenizer"):
         shutil.copytree(src / sub, out / sub, dirs_exist_ok=True)
+    return out
+
+
+def save_single_file_checkpoint(diffusers_folder: str | os.PathLike, path: str | os.PathLike) -> pathlib.Path:
+    """Write a tiny Stable Audio folder as ComfyUI keeps it in checkpoints/: the state dict alone, no config or T5."""
+    from safetensors.torch import save_file
+
+    out = pathlib.Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(stable_audio_tools_state(diffusers_folder)[0], str(out))
+    return out
+
+
+def save_t5_text_encoder(diffusers_folder: str | os.PathLike, path: str | os.PathLike,
+                         support_folder: str | os.PathLike) -> pathlib.Path:
+    """Write the tiny folder's T5 as t5-base.safetensors is laid out, decoder included; config and tokenizer beside."""
+    # google-t5/t5-base's model.safetensors: a whole T5ForConditionalGeneration in transformers' names (the decoder
+    # randomly initialised here); config.json and the tokenizer files go into support_folder.
+    import shutil
+    import tempfile
+
+    from transformers import T5EncoderModel, T5ForConditionalGeneration
+
+    src, out, support = pathlib.Path(diffusers_folder), pathlib.Path(path), pathlib.Path(support_folder)
+    encoder = T5EncoderModel.from_pretrained(src / "text_encoder")
+    torch.manual_seed(0)
+    whole = T5ForConditionalGeneration(encoder.config)
+    missing, unexpected = whole.load_state_dict(encoder.state_dict(), strict=False)
+    if unexpected or not all(k.startswith(("decoder.", "lm_head.")) for k in missing):
+        raise RuntimeError(f"the encoder does not fit T5ForConditionalGeneration: {missing}, {unexpected}")
+    with tempfile.TemporaryDirectory() as scratch:
+        whole.save_pretrained(scratch)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(pathlib.Path(scratch) / "model.safetensors", out)
+        support.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(pathlib.Path(scratch) / "config.json", support / "config.json")
+    shutil.copytree(src / "tokenizer", support, dirs_exist_ok=True)
     return out

@@ -69,17 +69,21 @@ def _stand_in_model(node_id: str, class_type: str, model_name: str, root: Path) 
 
 def _stand_in_ap_adapter(node_id: str, inputs: dict[str, Any], model_folder: Path | None, root: Path) -> list[str]:
     """Build a tiny adapter (fitting the workflow's model) and a tiny AudioMAE where the loader names missing files."""
-    from ..engine.core.loading import find_model
+    from ..engine.core.checkpoints import find_weight_file
+    from ..engine.models.audiomae import AUDIOMAE_KINDS
     from ..standins.ap_adapter import build_tiny_ap_adapter, build_tiny_audiomae
 
     notes = []
-    for kind, key, build in (("ap_adapter", "adapter_name", None), ("audio_encoders", "audio_encoder",
-                                                                      build_tiny_audiomae)):
+    # The loaders' own search (AudioMAE: models/audiomae/, then the old audio_encoders/; safetensors twins included);
+    # a stand-in goes to the first place.
+    for kinds, key, build in ((("ap_adapter",), "adapter_name", None), (AUDIOMAE_KINDS, "audio_encoder",
+                                                                         build_tiny_audiomae)):
         name = inputs.get(key)
         if not isinstance(name, str):
             continue
+        kind = kinds[0]
         try:
-            find_model(kind, name, key, "", folder=False)
+            find_weight_file(kinds, name, key, "")
             continue
         except PAEInputError:
             place = _stand_in_place(root, kind, name, None)

@@ -46,7 +46,7 @@ def tiny_models_root(tmp_path_factory) -> Path:
     from prompt_audio_edit.standins.ap_adapter import build_tiny_ap_adapter, build_tiny_audiomae
 
     build_tiny_ap_adapter(root / "ap_adapter" / TINY_AP_ADAPTER, folder, seed=0)
-    build_tiny_audiomae(root / "audio_encoders" / TINY_AUDIOMAE, seed=0)
+    build_tiny_audiomae(root / "audiomae" / TINY_AUDIOMAE, seed=0)
     from prompt_audio_edit.standins.musicgen import build_tiny_musicgen
 
     build_tiny_musicgen(root / "musicgen" / TINY_MUSICGEN, seed=0)

@@ -39,7 +39,7 @@ def generate(model, **kwargs) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------ loading
 def test_audiomae_checkpoint_loads_with_nothing_missing_and_only_the_decoder_ignored(tiny_dirs):
     encoder = audiomae.load_audio_encoder(TINY_AUDIOMAE, "fp32")
-    data = torch.load(tiny_dirs["models"] / "audio_encoders" / TINY_AUDIOMAE, weights_only=False)
+    data = torch.load(tiny_dirs["models"] / "audiomae" / TINY_AUDIOMAE, weights_only=False)
     assert isinstance(data["args"], argparse.Namespace)  # the training script's state rides along and is accepted
     saved = data["model"]
     loaded = encoder.model.state_dict()
@@ -374,7 +374,7 @@ def test_unreadable_adapter_files_are_refused_clearly(tiny_dirs, content, expect
 
 
 def test_audiomae_files_that_are_not_the_release_are_refused(tiny_dirs):
-    folder = tiny_dirs["models"] / "audio_encoders"
+    folder = tiny_dirs["models"] / "audiomae"
     torch.save(tiny_audiomae_state(), folder / "flat.pth")
     message = str(expect_input_error("PAE_LoadAPAdapter", adapter_name=TINY_AP_ADAPTER, audio_encoder="flat.pth",
                                      dtype="fp32"))

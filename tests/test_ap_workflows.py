@@ -48,6 +48,6 @@ def test_cli_demo_stands_in_a_fitting_adapter_and_audiomae(tmp_path, monkeypatch
                 "--input-dir", str(tmp_path / "input"), "--out", str(tmp_path / "out")])
     printed = capsys.readouterr()
     assert code == 0, printed.err
-    assert "ap_adapter 'pytorch_model.bin'" in printed.err and "audio_encoders 'pretrained.pth'" in printed.err
+    assert "ap_adapter 'pytorch_model.bin'" in printed.err and "audiomae 'pretrained.pth'" in printed.err
     saved = Path(printed.out.strip().splitlines()[-1])
     assert read_audio(saved)["waveform"].shape[-1] == 16000

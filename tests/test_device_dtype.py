@@ -91,6 +91,15 @@ def with_dtype(graph: dict, dtype: str) -> dict:
     return graph
 
 
+def one_candidate(graph: dict) -> dict:
+    """One guidance scale: CLAP Select's pick between candidates is a discrete choice, which bf16 scores may flip
+    (then the whole clip differs, ~80 %); the comparison is about the arithmetic, not the pick."""
+    for node in graph.values():
+        if node["class_type"] == "PAE_Fuser":
+            node["inputs"]["guidance_scales"] = node["inputs"]["guidance_scales"].split(",")[0]
+    return graph
+
+
 def audio_of(results: dict, node: str) -> torch.Tensor:
     audio: Any = results[node].outputs[0]
     return audio["waveform"]
@@ -131,8 +140,8 @@ TOLERANCE = {"fp16": 0.05, "bf16": 0.30}
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_half_precision_end_to_end(method_dirs, case, dtype):
     build, node = CASES[case]
-    reference = audio_of(execute_workflow(with_dtype(build(), "fp32"), NODE_CLASS_MAPPINGS), node)
-    produced = audio_of(execute_workflow(with_dtype(build(), dtype), NODE_CLASS_MAPPINGS), node)
+    reference = audio_of(execute_workflow(one_candidate(with_dtype(build(), "fp32")), NODE_CLASS_MAPPINGS), node)
+    produced = audio_of(execute_workflow(one_candidate(with_dtype(build(), dtype)), NODE_CLASS_MAPPINGS), node)
     assert produced.dtype == torch.float32 and produced.shape == reference.shape  # AUDIO stays float32
     assert torch.isfinite(produced).all()
     distance = ((produced - reference).norm() / reference.norm().clamp_min(1e-8)).item()

@@ -51,6 +51,13 @@ def comfyui(tmp_path_factory):
     bridge.set_directories(models=str(base / "models"), input=str(base / "input"))
     for path in API_WORKFLOWS:
         build_stand_ins(json.loads(path.read_text()), base)
+    # Stable Audio Open as ComfyUI keeps it: one checkpoint file and t5-base.safetensors (config and tokenizer beside).
+    from prompt_audio_edit.standins.stable_audio import save_single_file_checkpoint, save_t5_text_encoder
+
+    sao = base / "models" / "diffusers" / "stable-audio-open-1.0"
+    save_single_file_checkpoint(sao, base / "models" / "checkpoints" / "stable-audio-open-1.0.safetensors")
+    save_t5_text_encoder(sao, base / "models" / "text_encoders" / "t5-base.safetensors",
+                         base / "models" / "text_encoders" / "t5-base")
     bridge.reset_directories()
     # A stand-in hub for the Get models… route: one catalogue model the workflows do not use, so a download is new.
     from prompt_audio_edit.standins.clap import build_tiny_clap
@@ -124,6 +131,19 @@ def test_get_models_route_downloads_into_comfyuis_models_folder_and_the_dropdown
     assert "larger_clap_music" in choices[0]
     titles = json.loads(get(url + "/i18n"))["en"]["templateWorkflows"]["template"][PACK_FOLDER]
     assert titles["ppae_replace"].startswith("PPAE")
+
+
+@pytest.mark.parametrize("stem", ["sao_attention_replace", "sao_zeta_edit"])
+def test_the_stable_audio_workflows_run_with_comfyuis_single_checkpoint(comfyui, stem, tmp_path, capsys):
+    choices = json.loads(get(comfyui["url"] + "/object_info/PAE_LoadModel"))["PAE_LoadModel"]["input"]
+    assert "checkpoints/stable-audio-open-1.0.safetensors" in choices["required"]["model_name"][0]
+    assert "t5-base.safetensors" in choices["optional"]["text_encoder"][0]
+    code = pae(["run", str(REPO / "workflows" / "api" / f"{stem}_api.json"), "--server", comfyui["url"],
+                "--set", "2.model_name=checkpoints/stable-audio-open-1.0.safetensors", "--set", "1.duration=3",
+                "--input-dir", str(comfyui["base"] / "input"), "--out", str(tmp_path / "out")])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err + "\n" + comfyui["log"].read_text()[-3000:]
+    assert [line for line in printed.out.splitlines() if line.endswith(".flac")]
 
 
 @pytest.mark.parametrize("api_path", API_WORKFLOWS, ids=lambda p: p.stem)

@@ -14,7 +14,9 @@ from .base import Backbone
 
 # Model kinds whose subfolders a loader lists, and the weight files that make a component complete.
 BACKBONE_KINDS = ("diffusers", "tango", "musicgen")
-DIFFUSION_KINDS = ("diffusers", "tango")  # what Load Audio Model lists (MusicGen has its own loader)
+CHECKPOINT_KIND = "checkpoints"  # single files, as ComfyUI keeps Stable Audio Open (listed as checkpoints/<file>)
+DIFFUSION_KINDS = ("diffusers", "tango", CHECKPOINT_KIND)  # what Load Audio Model lists (MusicGen has its own loader)
+DEFAULT_TEXT_ENCODER = "t5-base.safetensors"  # T5-base for a checkpoints/ model, from models/text_encoders/
 # Components of a diffusers folder that carry weights (the rest are tokenizers, schedulers, feature extractors).
 _NON_WEIGHT_LIBS = ("Tokenizer", "Scheduler", "FeatureExtractor", "Processor")
 
@@ -81,8 +83,43 @@ def _recognised(folder: Path) -> bool:
 
 
 def list_models(kinds: tuple[str, ...] = BACKBONE_KINDS) -> list[str]:
-    """Recognised model folders as 'kind/name', for a loader's dropdown (cheap: reads small JSON files only)."""
-    return sorted(f"{kind}/{name}" for kind in kinds for name in loading.list_model_folders(kind, _recognised))
+    """Recognised models as 'kind/name' (a checkpoints/ file by its safetensors header), for a loader's dropdown."""
+    # Cheap: small JSON files and safetensors headers only, never a whole weights file.
+    names = [f"{kind}/{name}" for kind in kinds if kind != CHECKPOINT_KIND
+             for name in loading.list_model_folders(kind, _recognised)]
+    if CHECKPOINT_KIND in kinds:
+        names += [f"{CHECKPOINT_KIND}/{name}" for name in _listed_files(CHECKPOINT_KIND, _is_stable_audio_file)]
+    return sorted(names)
+
+
+def list_text_encoders() -> list[str]:
+    """T5-base weights files in every text_encoders folder (headers read only), the default name always among them."""
+    # Always the default: a saved workflow's value stays valid where the file is missing (loading says where it goes).
+    return sorted(set(_listed_files("text_encoders", _is_t5_base_file)) | {DEFAULT_TEXT_ENCODER})
+
+
+def _listed_files(kind: str, accept: Callable[[Path], bool]) -> list[str]:
+    found = []
+    for name in loading.list_model_files(kind, (".safetensors",)):
+        try:
+            path = loading.find_model(kind, name, "model_name", "", folder=False)
+        except PAEInputError:
+            continue
+        if accept(path):
+            found.append(name)
+    return found
+
+
+def _is_stable_audio_file(path: Path) -> bool:
+    from .stable_audio_checkpoint import is_stable_audio_file
+
+    return is_stable_audio_file(path)
+
+
+def _is_t5_base_file(path: Path) -> bool:
+    from .stable_audio import is_t5_base_file
+
+    return is_t5_base_file(path)
 
 
 def find_model_folder(model_name: str) -> Path:
@@ -121,10 +158,12 @@ _LOADERS: dict[str, Callable] = {"audioldm2": _load_audioldm2, "tango": _load_ta
                                  "stable_audio": _load_stable_audio}
 
 
-def load_backbone(model_name: str, dtype_name: str = "auto") -> Backbone:
+def load_backbone(model_name: str, dtype_name: str = "auto", text_encoder: str = DEFAULT_TEXT_ENCODER) -> Backbone:
     """Load a backbone once per (folder, dtype, device) and share it while in use; inside ComfyUI it is
-    memory-managed.
+    memory-managed. text_encoder (a file in text_encoders/) is read for checkpoints/ models only.
     """
+    if model_name.partition("/")[0] == CHECKPOINT_KIND:
+        return _load_checkpoint_file(model_name, dtype_name, text_encoder)
     folder = find_model_folder(model_name)
     family = detect_family(folder)
     if family == "musicgen":
@@ -140,6 +179,30 @@ def load_backbone(model_name: str, dtype_name: str = "auto") -> Backbone:
     return loading.load_model(folder, dtype_name, lambda device, dtype: _LOADERS[family](folder, dtype, device),
                                label=f"{family}:{folder.name}", input_name="model_name", what=f"'{model_name}'",
                                fix="the folder may be damaged or from another version.")
+
+
+def _load_checkpoint_file(model_name: str, dtype_name: str, text_encoder: str) -> Backbone:
+    """A single-file Stable Audio checkpoint with T5-base from text_encoders/, every file checked before loading."""
+    from .stable_audio import load_stable_audio_file, t5_support_files
+    from .stable_audio_checkpoint import check_stable_audio_file
+
+    name = model_name.partition("/")[2]
+    if not name:
+        raise PAEInputError("model_name", f"'{model_name}' names no file; pick e.g. "
+                            "checkpoints/stable-audio-open-1.0.safetensors.")
+    path = loading.find_model(CHECKPOINT_KIND, name, "model_name", "put stable-audio-open-1.0.safetensors (or an "
+                              "SAO-Instruct single file) there", folder=False, label="checkpoint")
+    check_stable_audio_file(path, f"'{model_name}'")
+    t5 = loading.find_model("text_encoders", text_encoder, "text_encoder", "put google-t5/t5-base's "
+                            f"model.safetensors there as {DEFAULT_TEXT_ENCODER} (the file ComfyUI's CLIPLoader reads "
+                            "for Stable Audio)", folder=False, label="T5-base weights file")
+    t5_support_files()  # config and tokenizer present, or one line saying where they go
+    # load_model caches per path: this key path (never opened) names both files, so another T5 is another model.
+    key = Path(f"{os.path.realpath(path)}::{os.path.realpath(t5)}")
+    return loading.load_model(key, dtype_name, lambda device, dtype: load_stable_audio_file(path, t5, dtype,
+                                                                                             model_name),
+                              label=f"stable_audio:{path.name}", input_name="model_name", what=f"'{model_name}'",
+                              fix="the file may be damaged or from another model.")
 
 
 def clear_cache() -> None:

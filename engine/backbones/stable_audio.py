@@ -263,7 +263,9 @@ def load_text_parts(folder: Path, dtype: torch.dtype) -> tuple[Any, Any]:
     return text_encoder.eval(), tokenizer
 
 
-# Stable Audio Open's scheduler (diffusers' release), for stable-audio-tools folders that carry none.
+# Stable Audio Open's scheduler (diffusers' release), for stable-audio-tools folders and single files, which carry
+# none. σ_min 0.3 is also the model card's stable-audio-tools example; ComfyUI core samples the same DiT from 500 down
+# to 0.03 (supported_models.StableAudio), a deliberate difference: the pack matches diffusers' pipeline.
 STABLE_AUDIO_SCHEDULER = {"sigma_min": 0.3, "sigma_max": 500.0, "sigma_data": 1.0, "sigma_schedule": "exponential",
                           "solver_order": 2, "prediction_type": "v_prediction", "solver_type": "midpoint",
                           "final_sigmas_type": "zero"}
@@ -289,3 +291,81 @@ def load_stable_audio_backbone(folder: Path, dtype: torch.dtype, device: torch.d
     return StableAudioBackbone(transformer=parts["transformer"], vae=parts["vae"], text_encoder=text_encoder,
                                tokenizer=tokenizer, projection=parts["projection_model"], scheduler_config=scheduler,
                                name=folder.name, folder=folder)
+
+
+# ======================================================================================= one-file layout
+T5_FILE = "t5-base.safetensors"  # what ComfyUI's CLIPLoader (type stable_audio) reads from models/text_encoders/
+T5_SUPPORT_FOLDER = "t5-base"    # standalone: google-t5/t5-base's config.json and tokenizer files, in text_encoders/
+T5_MAX_TOKENS = 128              # Stable Audio Open's T5 conditioner reads 128 tokens (its model_config.json)
+_T5_PROBE = "encoder.block.0.layer.0.SelfAttention.k.weight"  # the key ComfyUI's sd.py recognises a T5 file by
+_T5_FIX = "use google-t5/t5-base's model.safetensors (ComfyUI's t5-base.safetensors), unchanged"
+
+
+def is_t5_base_file(path: Path) -> bool:
+    """True for a .safetensors T5 encoder 768 wide (T5-base's width), judged from its header alone."""
+    from .stable_audio_checkpoint import safetensors_header
+
+    header = safetensors_header(path) if path.suffix == ".safetensors" else None
+    shape = header.shape(_T5_PROBE) if header is not None else None
+    return shape is not None and len(shape) == 2 and shape[1] == 768
+
+
+def t5_support_files() -> tuple[Path, Path]:
+    """(config.json, tokenizer folder) for T5-base: text_encoders/t5-base/ where the user (or `pae models get
+    t5-base`) put it, else ComfyUI's own files (comfy/text_encoders/)."""
+    from ..core import bridge
+
+    folders = [root / T5_SUPPORT_FOLDER for root in bridge.model_folders("text_encoders")]
+    for folder in folders:
+        if (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file():
+            return folder / "config.json", folder
+    comfy = bridge.comfy_text_encoder_dir()
+    if comfy is not None and (comfy / "t5_config_base.json").is_file() and (comfy / "t5_tokenizer" /
+                                                                             "tokenizer.json").is_file():
+        return comfy / "t5_config_base.json", comfy / "t5_tokenizer"
+    folder = next((f for f in folders if f.is_dir()), folders[0])
+    missing = [name for name in ("config.json", "tokenizer.json") if not (folder / name).is_file()]
+    raise PAEInputError("text_encoder", f"T5-base's {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                        f"missing from {folder}: put google-t5/t5-base's config.json, tokenizer.json, spiece.model "
+                        "and tokenizer_config.json there (`pae models get t5-base` downloads them).")
+
+
+def t5_encoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A T5 file's encoder weights for T5EncoderModel: decoder and LM head dropped by name, the embedding tied."""
+    # A file keeps the tied token embedding under one of its two names; the module wants both.
+    out = {key: value for key, value in state.items() if not key.startswith(("decoder.", "lm_head."))}
+    embedding = out.get("shared.weight", out.get("encoder.embed_tokens.weight"))
+    if embedding is not None:
+        out.setdefault("shared.weight", embedding)
+        out.setdefault("encoder.embed_tokens.weight", embedding)
+    return out
+
+
+def load_t5_file(path: Path, dtype: torch.dtype) -> tuple[Any, Any]:
+    """T5-base's encoder from one transformers-named weights file, strictly, and its tokenizer (128 tokens)."""
+    from transformers import AutoTokenizer, T5Config, T5EncoderModel
+
+    from ..core.checkpoints import build_and_load, read_checkpoint, tensor_dict
+
+    config_path, tokenizer_folder = t5_support_files()
+    label = f"'text_encoders/{path.name}'"
+    state = tensor_dict(read_checkpoint(path, "text_encoder", "text encoder", _T5_FIX), "text_encoder", label, _T5_FIX)
+    config = T5Config.from_json_file(str(config_path))
+    encoder = build_and_load(lambda: T5EncoderModel(config), t5_encoder_state(state), source=label, fix=_T5_FIX,
+                             what=f"T5's encoder as {config_path.name} describes it (transformers naming)",
+                             input_name="text_encoder")
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_folder), local_files_only=True)
+    tokenizer.model_max_length = T5_MAX_TOKENS  # T5-base's own files say 512
+    return torch.nn.Module.to(encoder, dtype).eval(), tokenizer
+
+
+def load_stable_audio_file(path: Path, text_encoder: Path, dtype: torch.dtype, label: str) -> StableAudioBackbone:
+    """Stable Audio Open or SAO-Instruct as ComfyUI keeps it: one checkpoint file plus T5-base's weights file."""
+    # The geometry comes from the checkpoint's shapes; the σ range is the folders' (diffusers' release scheduler).
+    from .stable_audio_checkpoint import load_single_file_parts
+
+    text_encoder_model, tokenizer = load_t5_file(text_encoder, dtype)
+    parts = load_single_file_parts(path, dtype, text_encoder_model.config.d_model, label)
+    return StableAudioBackbone(transformer=parts["transformer"], vae=parts["vae"], text_encoder=text_encoder_model,
+                               tokenizer=tokenizer, projection=parts["projection_model"],
+                               scheduler_config=dict(STABLE_AUDIO_SCHEDULER), name=path.stem, folder=path)

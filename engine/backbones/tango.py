@@ -15,7 +15,7 @@ from .mel_vae import MelVAEBackbone
 from .tango_checkpoint import (DEFAULT_STFT, MAIN_CONFIG, MAIN_WEIGHTS, STFT_CONFIG, STFT_WEIGHTS, T5_CONFIG_FILE,
                                UNET_CONFIG_FILE, VAE_CONFIG,
                                VAE_WEIGHTS, check_main_config, load_strict, load_tokenizer, read_release_json,
-                               read_weights, t5_config_for, unet_config_for, vae_config_from_original,
+                               read_weights, release_weights, t5_config_for, unet_config_for, vae_config_from_original,
                                vae_state_from_original, vocoder_config_from_state, vocoder_state_from_original)
 
 # Tango's training clips had the mean removed and were peak-normalised to 0.5 (tools/torch_tools.py of the reference).
@@ -177,7 +177,8 @@ def load_tango_backbone(folder: Path, dtype: torch.dtype, device: torch.device) 
 
     unet_config = unet_config_for(folder, main)
     t5_config = T5Config(**{k: v for k, v in t5_config_for(folder, main).items() if not k.startswith("_")})
-    weights = read_weights(folder / MAIN_WEIGHTS, folder)
+    main_path = release_weights(folder, MAIN_WEIGHTS)
+    weights = read_weights(main_path, folder)
     parts: dict[str, dict[str, torch.Tensor]] = {"unet": {}, "text_encoder": {}}
     stray = []
     for key, tensor in weights.items():
@@ -187,7 +188,7 @@ def load_tango_backbone(folder: Path, dtype: torch.dtype, device: torch.device) 
         else:
             stray.append(key)
     if stray:
-        raise PAEInputError("model_name", f"'{folder.name}/{MAIN_WEIGHTS}' has weights outside the UNet and the text "
+        raise PAEInputError("model_name", f"'{folder.name}/{main_path.name}' has weights outside the UNet and the text "
                             f"encoder ({key_report([], stray)}); it is not a Tango / Tango 2 release.")
     te = parts["text_encoder"]
     # The input embedding is shared: accept a file that stores it under only one of its two names.
@@ -195,7 +196,7 @@ def load_tango_backbone(folder: Path, dtype: torch.dtype, device: torch.device) 
                        ("encoder.embed_tokens.weight", "shared.weight")):
         if one in te and other not in te:
             te[other] = te[one]
-    source_main = f"'{folder.name}/{MAIN_WEIGHTS}'"
+    source_main = f"'{folder.name}/{main_path.name}'"
     unet = load_strict(lambda: UNet2DConditionModel.from_config(unet_config), parts["unet"], source=source_main,
                        what=f"the UNet ({UNET_CONFIG_FILE} or the built-in Tango config)", prefix="unet.")
     text_encoder = load_strict(lambda: T5EncoderModel(t5_config), te, source=source_main,
@@ -203,13 +204,14 @@ def load_tango_backbone(folder: Path, dtype: torch.dtype, device: torch.device) 
                                prefix="text_encoder.")
     del weights, parts, te
 
-    vae_weights = read_weights(folder / VAE_WEIGHTS, folder)
+    vae_path = release_weights(folder, VAE_WEIGHTS)
+    vae_weights = read_weights(vae_path, folder)
     vae_state = vae_state_from_original({k: v for k, v in vae_weights.items() if not k.startswith("vocoder.")})
     vocoder_state = vocoder_state_from_original({k[len("vocoder."):]: v for k, v in vae_weights.items()
                                                  if k.startswith("vocoder.")})
     del vae_weights
     vae_config = vae_config_from_original(read_release_json(folder / VAE_CONFIG, folder), folder)
-    source_vae = f"'{folder.name}/{VAE_WEIGHTS}'"
+    source_vae = f"'{folder.name}/{vae_path.name}'"
     vae = load_strict(lambda: AutoencoderKL(**vae_config), vae_state,
                       what="AudioLDM's VAE as diffusers' AutoencoderKL (names after renaming)", source=source_vae)
     vocoder_config = SpeechT5HifiGanConfig(**vocoder_config_from_state(vocoder_state, int(stft["sampling_rate"]),
@@ -224,10 +226,11 @@ def load_tango_backbone(folder: Path, dtype: torch.dtype, device: torch.device) 
                             f"match the vocoder (hop {math.prod(vocoder_config.upsample_rates)}, "
                             f"{vocoder_config.model_in_dim} mel bins).")
     basis = _mel_basis(int(stft["sampling_rate"]), n_fft, n_mels, float(stft["mel_fmin"]), float(stft["mel_fmax"]))
-    if (folder / STFT_WEIGHTS).is_file():
-        stored = read_weights(folder / STFT_WEIGHTS, folder).get("mel_basis")
+    stft_path = release_weights(folder, STFT_WEIGHTS)
+    if stft_path.is_file():
+        stored = read_weights(stft_path, folder).get("mel_basis")
         if stored is None or tuple(stored.shape) != tuple(basis.shape):
-            raise PAEInputError("model_name", f"'{folder.name}/{STFT_WEIGHTS}' has no mel_basis of shape "
+            raise PAEInputError("model_name", f"'{folder.name}/{stft_path.name}' has no mel_basis of shape "
                                 f"{tuple(basis.shape)} for {STFT_CONFIG}; download both again.")
         basis = stored.to(torch.float32).clone()  # the filters the model was trained with, exactly
     mel = TangoMelFrontEnd(basis, n_fft=n_fft, hop=hop, win_length=int(stft.get("win_length", n_fft)))

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import torch
 
 from ..core.placement import CPU
-from ..core.checkpoints import build_and_load, read_checkpoint, tensor_dict
+from ..core.checkpoints import build_and_load, prefer_safetensors, read_checkpoint, tensor_dict
 from ..core.errors import PAEInputError
 
 # T5 was trained with 512 positions; tokenizer files without a limit get this one.
@@ -21,6 +21,7 @@ _T5_MAX_TOKENS = 512
 MAIN_CONFIG, MAIN_WEIGHTS = "main_config.json", "pytorch_model_main.bin"
 VAE_CONFIG, VAE_WEIGHTS = "vae_config.json", "pytorch_model_vae.bin"
 STFT_CONFIG, STFT_WEIGHTS = "stft_config.json", "pytorch_model_stft.bin"
+RELEASE_WEIGHTS = (MAIN_WEIGHTS, VAE_WEIGHTS, STFT_WEIGHTS)
 # Optional configs for models whose shapes differ from the built-in ones (tiny test models, other text encoders).
 UNET_CONFIG_FILE, T5_CONFIG_FILE = "unet_config.json", "t5_config.json"
 _TOKENIZER_HELP = ("put the FLAN-T5 tokenizer files beside the Tango weights: tokenizer.json and tokenizer_config.json "
@@ -294,8 +295,14 @@ def vocoder_config_from_state(state: dict[str, torch.Tensor], sample_rate: int, 
 _DOWNLOAD_AGAIN = "download it again from Hugging Face declare-lab/tango or declare-lab/tango2"
 
 
+def release_weights(folder: Path, name: str) -> Path:
+    """The file to read for one of the release's pickles: its safetensors copy (`pae models convert` writes
+    pytorch_model_*.safetensors beside it) when present, even with the pickle deleted, else the pickle."""
+    return prefer_safetensors(folder / name)
+
+
 def read_weights(path: Path, folder: Path) -> dict[str, torch.Tensor]:
-    """A torch pickle of tensors from the release, read weights-only."""
+    """A flat dict of tensors from the release: a torch pickle read weights-only, or its safetensors copy."""
     label = f"'{folder.name}/{path.name}'"
     data = read_checkpoint(path, "model_name", f"the Tango file {label}", _DOWNLOAD_AGAIN)
     return tensor_dict(data, "model_name", label, _DOWNLOAD_AGAIN)

@@ -92,6 +92,17 @@ def model_folders(kind: str) -> list[Path]:
     return [models_dir() / kind] + [root / kind for root in _extra_model_roots]
 
 
+def comfy_text_encoder_dir() -> Path | None:
+    """ComfyUI's comfy/text_encoders/ folder (the T5 configs and tokenizers it ships); None outside ComfyUI."""
+    if not in_comfyui():
+        return None
+    try:
+        import comfy.text_encoders.sa_t5 as sa_t5  # Stable Audio's T5 (comfy.sd has imported it already)
+    except ImportError:
+        return None
+    return Path(sa_t5.__file__).resolve().parent
+
+
 def input_directory() -> Path:
     """Folder LoadAudio reads from."""
     if in_comfyui():

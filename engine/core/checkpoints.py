@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
@@ -14,6 +14,71 @@ from .errors import PAEInputError
 CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 # ... and the weight files diffusers' and transformers' from_pretrained read in a model folder.
 LIBRARY_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+# Torch pickles among them: `pae models convert` writes a `<stem>.safetensors` twin beside each, which is read instead.
+PICKLE_SUFFIXES = tuple(s for s in CHECKPOINT_SUFFIXES if s != ".safetensors")
+
+
+def safetensors_twin(path: Path) -> Path:
+    """Where `pae models convert` writes a pickle's safetensors copy: the same name with .safetensors, beside it."""
+    return path.with_suffix(".safetensors")
+
+
+def prefer_safetensors(path: Path) -> Path:
+    """A pickle's safetensors twin when one exists beside it (so no pickle is read at all), else the path itself."""
+    if path.suffix in PICKLE_SUFFIXES and safetensors_twin(path).is_file():
+        return safetensors_twin(path)
+    return path
+
+
+def hide_twins(names: Iterable[str]) -> list[str]:
+    """Sorted listed names without a `.safetensors` whose pickle twin is listed too: the pickle's name is the one
+    workflows store, and choosing it loads the twin."""
+    names = set(names)
+    pickles = {name.rsplit(".", 1)[0] for name in names if name.endswith(PICKLE_SUFFIXES)}
+    return sorted(n for n in names if not (n.endswith(".safetensors") and n[: -len(".safetensors")] in pickles))
+
+
+def list_weight_files(kinds: Iterable[str]) -> list[str]:
+    """Weight files of every models/<kind>/ root of the kinds, one name each (twins shown once, see hide_twins)."""
+    from .loading import list_model_files  # loading imports this module
+
+    return hide_twins(name for kind in kinds for name in list_model_files(kind))
+
+
+def find_weight_file(kinds: Sequence[str], name: str, input_name: str, hint: str, label: str = "") -> tuple[Path, str]:
+    """(path, kind) of a listed weight file in the first kind whose folders hold it, or its safetensors twin: beside
+    the named file, or alone where the pickle was deleted after converting. Not found: the first kind's error."""
+    from .loading import find_model  # loading imports this module
+
+    first: PAEInputError | None = None
+    for kind in kinds:
+        candidates = [name]
+        if name.endswith(PICKLE_SUFFIXES):
+            candidates.append(name.rsplit(".", 1)[0] + ".safetensors")
+        for candidate in candidates:
+            try:
+                path = find_model(kind, candidate, input_name, hint, folder=False, label=label)
+            except PAEInputError as exc:
+                first = first or exc
+                continue
+            return prefer_safetensors(path), kind
+    if first is None:
+        raise ValueError("no model kinds given")
+    raise first
+
+
+def storable_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict safetensors can write: a tensor that shares memory with an earlier one (tied weights) or is not
+    contiguous becomes its own copy; the values are unchanged."""
+    seen: set[int] = set()
+    out = {}
+    for key, tensor in state.items():
+        pointer = tensor.untyped_storage().data_ptr()
+        out[key] = tensor.clone(memory_format=torch.contiguous_format) if pointer in seen or \
+            not tensor.is_contiguous() else tensor
+        if tensor.numel():
+            seen.add(pointer)
+    return out
 
 
 def read_checkpoint(path: Path, input_name: str, label: str, fix: str, *, allowed_classes: Iterable[type] = ()) -> Any:

@@ -9,7 +9,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from .errors import PAEInputError
 
@@ -108,12 +108,22 @@ def claim_folder(temporary: Path, final: Path) -> Path:
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     """Write bytes to path, complete or not at all (a temporary name, then claimed); an existing file is refused."""
+    return atomic_write_with(path, lambda temporary: temporary.write_bytes(data))
+
+
+def atomic_write_with(path: Path, write: Callable[[Path], None]) -> Path:
+    """Have write(temporary) fill a hidden temporary file beside path (for writers that take a file name), then claim
+    path atomically: complete or not at all, an existing file refused (FileExistsError), no temporary left behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = write_temporary(path.parent, path.name, data)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(fd)
+    temporary = Path(name)
     try:
-        return claim(temporary, [path])
-    except FileExistsError:
-        raise FileExistsError(f"{path} exists; it is never replaced") from None
+        write(temporary)
+        try:
+            return claim(temporary, [path])
+        except FileExistsError:
+            raise FileExistsError(f"{path} exists; it is never replaced") from None
     finally:
         if temporary.exists():
             temporary.unlink()

@@ -27,7 +27,7 @@ from ..attention.processors import close_attention, open_attention, processors_i
 from ..models.audiomae import AudioPromptEncoder, check_pooling_rate, load_audio_encoder
 from ..backbones.base import Backbone, CrossAttentionSite, TextConditioning
 from ..core import loading
-from ..core.checkpoints import key_report, read_checkpoint, tensor_dict
+from ..core.checkpoints import find_weight_file, key_report, list_weight_files, read_checkpoint, tensor_dict
 from ..core.errors import PAEInputError
 from ..core.checks import clean_prompt
 
@@ -91,15 +91,28 @@ def parse_adapter_state(state: dict[str, torch.Tensor], label: str) -> dict[str,
     return result
 
 
+def read_adapter_state(path: Path, label: str) -> dict[str, torch.Tensor]:
+    """The adapter's flat state dict from the released pickle (weights-only) or its safetensors copy: the one reader
+    of adapter files."""
+    return tensor_dict(read_checkpoint(path, "adapter_name", label, DOWNLOAD_HINT), "adapter_name", label,
+                       DOWNLOAD_HINT)
+
+
+def list_adapter_files() -> list[str]:
+    """Adapter files under models/ap_adapter/, each name once (a pickle's name stands for its safetensors twin)."""
+    return list_weight_files(("ap_adapter",))
+
+
 def load_ap_adapter(adapter_name: str, audio_encoder: str, dtype_name: str = "auto") -> APAdapter:
-    """Load the adapter file from models/ap_adapter/ and AudioMAE from models/audio_encoders/ (each once, shared)."""
-    path = loading.find_model("ap_adapter", adapter_name, "adapter_name", DOWNLOAD_HINT, folder=False)
+    """Load the adapter file from models/ap_adapter/ (its safetensors copy preferred) and AudioMAE (each once,
+    shared)."""
+    path, _ = find_weight_file(("ap_adapter",), adapter_name, "adapter_name", DOWNLOAD_HINT)
 
     def load() -> AdapterWeights:
-        label = f"the adapter file '{adapter_name}'"
-        state = tensor_dict(read_checkpoint(path, "adapter_name", label, DOWNLOAD_HINT), "adapter_name", label,
-                            DOWNLOAD_HINT)
-        return AdapterWeights(Path(adapter_name).stem, path, parse_adapter_state(state, label))
+        label = f"the adapter file '{adapter_name}'" + (f" (its copy {path.name})"
+                                                        if path.name != Path(adapter_name).name else "")
+        return AdapterWeights(Path(adapter_name).stem, path, parse_adapter_state(read_adapter_state(path, label),
+                                                                                 label))
 
     weights = loading.cached(os.path.realpath(path), load)
     return APAdapter(weights, load_audio_encoder(audio_encoder, dtype_name))

@@ -51,13 +51,20 @@ def instruct_model(backbone: Any, input_name: str = "model") -> Any:
 
 
 def list_instruct_models() -> list[str]:
-    """Model folders that can be SAO-Instruct: diffusers Stable Audio folders whose DiT takes 128 channels, and
-    stable-audio-tools checkpoints (their input width is only known from the weights, checked on load)."""
+    """Models that can be SAO-Instruct: single-file checkpoints whose DiT takes 128 channels (read from the header),
+    diffusers Stable Audio folders whose DiT does, and stable-audio-tools folders (checked on load)."""
+    from ..core import loading
     from ..core.files import read_json_dict
     from ..backbones.registry import find_model_folder, list_models
-    from ..backbones.stable_audio_checkpoint import is_stable_audio_tools_folder
+    from ..backbones.stable_audio_checkpoint import is_stable_audio_tools_folder, safetensors_header
 
     found = []
+    for name in list_models(("checkpoints",)):  # single files: the DiT's first conv reads 128 channels
+        header = safetensors_header(loading.find_model("checkpoints", name.partition("/")[2], "model_name", "",
+                                                       folder=False))
+        conv = header.tensors.get("model.model.preprocess_conv.weight", {}) if header else {}
+        if len(conv.get("shape", ())) == 3 and conv["shape"][1] == 2 * conv["shape"][0]:
+            found.append(name)
     for name in list_models(("diffusers",)):
         folder = find_model_folder(name)
         config = read_json_dict(folder / "transformer" / "config.json") or {}

@@ -8,6 +8,7 @@ computed with `transformers.audio_utils`, never torchaudio.
 
 The module's parameter names are those of facebookresearch/AudioMAE's `mae_vit_base_patch16`, so the released
 `pretrained.pth` (its `model` entry) loads directly; the MAE decoder stored beside the encoder is ignored by name.
+Its safetensors copy (`pae models convert`) holds the encoder's flat state dict and is read in the pickle's stead.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ..core.placement import CPU
 from ..io.audio import check_audio, resample, to_channels
 from ..core import loading
 from ..core.loading import LoadedModel
-from ..core.checkpoints import build_and_load, read_checkpoint, tensor_dict
+from ..core.checkpoints import build_and_load, find_weight_file, list_weight_files, read_checkpoint, tensor_dict
 from ..core.errors import PAEInputError
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,11 @@ _SILENCE_PEAK = 1e-4                  # -80 dBFS after removing the mean
 # Parts of the released MAE checkpoint that belong to the decoder (reconstruction only; unused here).
 _DECODER_PREFIXES = ("decoder_", "mask_token")
 DOWNLOAD_HINT = ("put AudioMAE's released pretrained.pth (ViT-B/16, AudioSet-2M; the file AP-Adapter's README links) "
-                 "into models/audio_encoders/")
+                 "into models/audiomae/")
+# Where AudioMAE files are looked for, in order: its own folder, then its old place (ComfyUI's own Audio Encoder Loader
+# lists audio_encoders/ too and shows the AudioMAE pickle it cannot load); a file found only there loads, with a notice.
+AUDIOMAE_KINDS = ("audiomae", "audio_encoders")
+_noticed: set[str] = set()
 
 
 # ----------------------------------------------------------------------------------------- features
@@ -253,13 +258,16 @@ class AudioPromptEncoder(LoadedModel):
 
 
 # ------------------------------------------------------------------------------------------ loading
-def encoder_state(data: Any, label: str) -> dict[str, torch.Tensor]:
-    """The encoder's weights from a released AudioMAE checkpoint: its `model` entry without the decoder's keys."""
-    if not isinstance(data, dict) or "model" not in data:
-        found = ", ".join(map(str, list(data)[:5])) if isinstance(data, dict) else type(data).__name__
-        raise PAEInputError("audio_encoder", f"{label} has no 'model' entry (found: {found}); it is not AudioMAE's "
-                            f"released checkpoint: {DOWNLOAD_HINT}.")
-    state = tensor_dict(data["model"], "audio_encoder", label, DOWNLOAD_HINT)
+def encoder_state(data: Any, label: str, *, wrapped: bool = True) -> dict[str, torch.Tensor]:
+    """The encoder's weights without the decoder's keys: from a released checkpoint's `model` entry (wrapped), or
+    from the flat state dict of its safetensors copy."""
+    if wrapped:
+        if not isinstance(data, dict) or "model" not in data:
+            found = ", ".join(map(str, list(data)[:5])) if isinstance(data, dict) else type(data).__name__
+            raise PAEInputError("audio_encoder", f"{label} has no 'model' entry (found: {found}); it is not AudioMAE's "
+                                f"released checkpoint: {DOWNLOAD_HINT}.")
+        data = data["model"]
+    state = tensor_dict(data, "audio_encoder", label, DOWNLOAD_HINT)
     state = {k: v for k, v in state.items() if not k.startswith(_DECODER_PREFIXES)}
     for needed in ("cls_token", "blocks.0.mlp.fc1.weight", "pos_embed"):
         if needed not in state:
@@ -268,17 +276,39 @@ def encoder_state(data: Any, label: str) -> dict[str, torch.Tensor]:
     return state
 
 
+def read_encoder_state(path: Path, label: str) -> dict[str, torch.Tensor]:
+    """The encoder's weights from the released pickle (weights-only) or its safetensors copy (the flat encoder state
+    `pae models convert` writes): the one reader of AudioMAE files."""
+    # The MAE training script stores its command-line arguments (an argparse.Namespace) beside the weights.
+    data = read_checkpoint(path, "audio_encoder", label, DOWNLOAD_HINT, allowed_classes=[argparse.Namespace])
+    return encoder_state(data, label, wrapped=path.suffix != ".safetensors")
+
+
+def list_audio_encoders() -> list[str]:
+    """AudioMAE files of models/audiomae/ and the old models/audio_encoders/, each name once (a pickle's name stands
+    for its safetensors twin)."""
+    return list_weight_files(AUDIOMAE_KINDS)
+
+
+def find_audio_encoder(name: str) -> Path:
+    """The file to read for a listed AudioMAE name: models/audiomae/ first, its safetensors copy preferred; one notice
+    per file found only in the old models/audio_encoders/."""
+    path, kind = find_weight_file(AUDIOMAE_KINDS, name, "audio_encoder", DOWNLOAD_HINT, label="AudioMAE file")
+    if kind != AUDIOMAE_KINDS[0] and str(path) not in _noticed:
+        _noticed.add(str(path))
+        log.warning("Prompt Audio Edit: AudioMAE '%s' was found in %s, its old place; move it to models/audiomae/ "
+                    "(ComfyUI's own Audio Encoder Loader lists models/%s/ too and cannot load AudioMAE).", name,
+                    path.parent, kind)
+    return path
 
 
 def load_audio_encoder(name: str, dtype_name: str = "auto") -> AudioPromptEncoder:
-    """Load AudioMAE from models/audio_encoders/ once per (file, dtype, device) and share it while in use."""
-    path = loading.find_model("audio_encoders", name, "audio_encoder", DOWNLOAD_HINT, folder=False)
+    """Load AudioMAE (see find_audio_encoder) once per (file, dtype, device) and share it while in use."""
+    path = find_audio_encoder(name)
+    label = f"the AudioMAE file '{name}'" + (f" (its copy {path.name})" if path.name != Path(name).name else "")
 
     def build(device: torch.device, dtype: torch.dtype) -> AudioPromptEncoder:
-        label = f"the AudioMAE file '{name}'"
-        # The MAE training script stores its command-line arguments (an argparse.Namespace) beside the weights.
-        data = read_checkpoint(path, "audio_encoder", label, DOWNLOAD_HINT, allowed_classes=[argparse.Namespace])
-        state = encoder_state(data, label)
+        state = read_encoder_state(path, label)
         shape = audiomae_shape(state)
         model = build_and_load(lambda: AudioMAE(**shape), state, what="the AudioMAE ViT encoder", source=label,
                                fix=DOWNLOAD_HINT, input_name="audio_encoder")
@@ -289,7 +319,7 @@ def load_audio_encoder(name: str, dtype_name: str = "auto") -> AudioPromptEncode
         return AudioPromptEncoder(model.to(dtype), Path(name).stem, path)
 
     return loading.load_model(path, dtype_name, build, label=f"audiomae:{name}", input_name="audio_encoder",
-                              what=f"the AudioMAE file '{name}'", fix=f"{DOWNLOAD_HINT}.")
+                              what=label, fix=f"{DOWNLOAD_HINT}.")
 
 
 def clear_cache() -> None:
