@@ -59,11 +59,13 @@ def list_instruct_models() -> list[str]:
     from ..backbones.stable_audio_checkpoint import is_stable_audio_tools_folder, safetensors_header
 
     found = []
-    for name in list_models(("checkpoints",)):  # single files: the DiT's first conv reads 128 channels
+    for name in list_models(("checkpoints",)):  # single files: the DiT reads twice the channels it writes
         header = safetensors_header(loading.find_model("checkpoints", name.partition("/")[2], "model_name", "",
                                                        folder=False))
-        conv = header.tensors.get("model.model.preprocess_conv.weight", {}) if header else {}
-        if len(conv.get("shape", ())) == 3 and conv["shape"][1] == 2 * conv["shape"][0]:
+        tensors = header.tensors if header else {}
+        pre = tensors.get("model.model.preprocess_conv.weight", {}).get("shape", ())
+        post = tensors.get("model.model.postprocess_conv.weight", {}).get("shape", ())
+        if len(pre) == 3 and len(post) == 3 and pre[1] == 2 * post[0]:  # input: noisy latent + the clip's latent
             found.append(name)
     for name in list_models(("diffusers",)):
         folder = find_model_folder(name)
