@@ -137,6 +137,8 @@ def ui_to_api(ui: dict) -> dict:
     links = {link[0]: link for link in ui["links"]}
     graph = {}
     for node in ui["nodes"]:
+        if node["type"] == "Note":  # the page's own note: never sent to the server
+            continue
         if node["type"] in CORE_PREVIEW_NODES:  # core nodes without widgets: links only
             linked = {slot["name"]: links[slot["link"]] for slot in node.get("inputs", []) if slot.get("link")}
             graph[str(node["id"])] = {"class_type": node["type"],
