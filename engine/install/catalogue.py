@@ -3,7 +3,7 @@ where they go under the models folder, how big, for which methods and under whic
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # What `--for` accepts, and what each method's shipped workflows load.
 METHODS = ("ppae", "ap-adapter", "editgen", "sao")
@@ -247,14 +247,6 @@ def with_needs(entries: list[ModelEntry]) -> list[ModelEntry]:
 def for_loader_value(value: str) -> ModelEntry | None:
     """The entry a loader's dropdown value (as a saved workflow stores it) denotes, or None."""
     return next((e for e in CATALOGUE if value in e.loader_values), None)
-
-
-@dataclass
-class Selection:
-    """Entries a user asked for, and names that match none."""
-
-    entries: list[ModelEntry] = field(default_factory=list)
-    unknown: list[str] = field(default_factory=list)
 
 
 # What an empty loader dropdown shows (ComfyUI's frontend shows "undefined" for an empty list).

@@ -3,6 +3,7 @@ file's size and hash checked against the hub's listing for that commit, and ever
 
 from __future__ import annotations
 
+import argparse
 import fnmatch
 import hashlib
 import json
@@ -315,8 +316,11 @@ def _fetch_file(hub: HubFiles, commit: str, remote: RemoteFile, target: Path, to
 
 def plan_part(part: Part, token: str | None = None) -> list[tuple[HubFiles, str, list[RemoteFile]]]:
     """Per hub source of a part: the commit and the files to take."""
-    return [(hub, commit, select_files(files, hub.patterns))
-            for hub in part.hub for commit, files in [list_repository(hub, token)]]
+    plan = []
+    for hub in part.hub:
+        commit, files = list_repository(hub, token)
+        plan.append((hub, commit, select_files(files, hub.patterns)))
+    return plan
 
 
 def get_part(entry: ModelEntry, part: Part, *, token: str | None = None, progress: ProgressFn | None = None,
@@ -415,13 +419,8 @@ def check_by_hand(entry: ModelEntry) -> list[str]:
     return problems
 
 
-def _args_classes() -> tuple[type, ...]:
-    import argparse
-
-    return (argparse.Namespace,)
-
-
-_ARGS_CLASSES = _args_classes()  # AudioMAE's training script saves its argparse options beside the weights
+# AudioMAE's training script saves its argparse options beside the weights.
+_ARGS_CLASSES = (argparse.Namespace,)
 
 
 def stale_downloads() -> list[Path]:
