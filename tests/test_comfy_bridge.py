@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import sys
 import types
 
@@ -47,16 +48,20 @@ def fake_comfyui(monkeypatch, tmp_path):
         def __init__(self, total):
             calls.append(("ProgressBar", total))
 
-        def update(self, n):
-            calls.append(("progress", n))
+        def update_absolute(self, value, total=None, preview=None):
+            calls.append(("progress", value, total) if preview is None else ("preview", value, preview))
 
+    cli_args = types.ModuleType("comfy.cli_args")
+    cli_args.LatentPreviewMethod = enum.Enum("LatentPreviewMethod", {"NoPreviews": "none", "Auto": "auto"})
+    cli_args.args = types.SimpleNamespace(preview_method=cli_args.LatentPreviewMethod.NoPreviews, preview_size=512)
     comfy = types.ModuleType("comfy")
     patcher_module = types.ModuleType("comfy.model_patcher")
     patcher_module.ModelPatcher = ModelPatcher
     utils = types.ModuleType("comfy.utils")
     utils.ProgressBar = ProgressBar
-    comfy.model_management, comfy.model_patcher, comfy.utils = mm, patcher_module, utils
+    comfy.model_management, comfy.model_patcher, comfy.utils, comfy.cli_args = mm, patcher_module, utils, cli_args
     for name, module in {"folder_paths": folder_paths, "comfy": comfy, "comfy.model_management": mm,
+                         "comfy.cli_args": cli_args,
                          "comfy.model_patcher": patcher_module, "comfy.utils": utils}.items():
         monkeypatch.setitem(sys.modules, name, module)
     assert bridge.in_comfyui()
@@ -106,8 +111,39 @@ def test_inside_comfyui_progress_and_interruption(fake_comfyui):
     with bridge.Progress(3) as progress:
         for _ in range(3):
             progress.step()
-    assert calls.count(("progress", 1)) == 3 and calls.count(("interrupt_check",)) == 3
-    assert ("ProgressBar", 3) in calls
+    assert [c for c in calls if c[0] == "progress"] == [("progress", n, 3) for n in (1, 2, 3)]
+    assert calls.count(("interrupt_check",)) == 3 and ("ProgressBar", 3) in calls
+
+
+def test_inside_comfyui_previews_follow_the_preview_method(fake_comfyui, monkeypatch):
+    """With ComfyUI's previews off (its default) the preview is never computed; with them on, every step sends a
+    JPEG picture at most every PREVIEW_INTERVAL_S, and the last step always does."""
+    from prompt_audio_edit.engine.io.previews import latent_preview
+
+    calls, _ = fake_comfyui
+    latent = torch.randn(8, 40, 16, generator=torch.Generator().manual_seed(1))
+    asked = []
+
+    def picture():
+        asked.append(1)
+        return latent_preview(latent)
+
+    with bridge.Progress(3) as progress:
+        for _ in range(3):
+            progress.step(preview=picture)
+    assert not asked and not [c for c in calls if c[0] == "preview"]
+
+    cli_args = sys.modules["comfy.cli_args"]
+    cli_args.args.preview_method = cli_args.LatentPreviewMethod.Auto
+    monkeypatch.setattr(bridge, "PREVIEW_INTERVAL_S", 3600.0)
+    with bridge.Progress(4) as progress:
+        for _ in range(4):
+            progress.step(preview=picture)
+    sent = [c for c in calls if c[0] == "preview"]
+    assert [value for _, value, _ in sent] == [1, 4] and len(asked) == 2  # the first step, then the last
+    kind, image, size = sent[0][2]
+    assert kind == "JPEG" and size == 512 and image.size == (128, 128) and image.mode == "RGB"
+    assert [c[1] for c in calls if c[0] == "progress"][-2:] == [2, 3]  # the steps between went without a picture
 
 
 def test_inside_comfyui_each_part_has_its_patcher_and_text_is_encoded_before_the_denoiser_loads(

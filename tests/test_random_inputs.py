@@ -1,13 +1,15 @@
 """Random bytes, random WAV headers and random widget values fed to Load Audio, Save Audio and VAE Encode: the
-process never crashes (decodes run in a child process), and every call ends in the pack's input error or a correct
-result."""
+process never crashes (decodes run in one child process per test), and every call ends in the pack's input error or a
+correct result."""
 
 from __future__ import annotations
 
 import json
+import queue
 import struct
 import subprocess
 import sys
+import threading
 
 import pytest
 import torch
@@ -49,18 +51,52 @@ def wav_header(channels: int, rate: int, bits: int, fmt_tag: int, data: bytes, l
     return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
-def load_in_child(tmp_path, files: list[tuple[bytes, float, float | None]]) -> list[str]:
-    specs = []
-    for index, (content, start, duration) in enumerate(files):
-        path = tmp_path / f"f{index}.wav"
-        path.write_bytes(content)
-        specs.append(json.dumps({"path": str(path), "start": start, "duration": duration}))
-    done = subprocess.run([sys.executable, "-c", CHILD], input="\n".join(specs) + "\n", capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]  # a crash, or an error that is not the pack's
-    verdicts = done.stdout.splitlines()
-    assert len(verdicts) == len(files)
-    return verdicts
+class LoaderChild:
+    """One child process that loads files for a whole test: a crash ends it, and the test fails on that example."""
+
+    def __init__(self, log) -> None:
+        self.process = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=log, text=True, bufsize=1)
+        self.log = log
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)  # the child has ended
+
+    def load(self, tmp_path, files: list[tuple[bytes, float, float | None]]) -> list[str]:
+        specs = []
+        for index, (content, start, duration) in enumerate(files):
+            path = tmp_path / f"f{index}.wav"
+            path.write_bytes(content)
+            specs.append(json.dumps({"path": str(path), "start": start, "duration": duration}))
+        self.process.stdin.write("\n".join(specs) + "\n")
+        self.process.stdin.flush()
+        verdicts = []
+        for _ in files:
+            try:
+                line = self.lines.get(timeout=120)
+            except queue.Empty:
+                line = None
+            if line is None:  # a crash, a hang, or an error that is not the pack's
+                self.log.seek(0)
+                pytest.fail("the loader process died or hung:\n" + self.log.read()[-3000:])
+            verdicts.append(line)
+        return verdicts
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def loader(tmp_path_factory):
+    with open(tmp_path_factory.mktemp("child") / "stderr.txt", "w+") as log:
+        child = LoaderChild(log)
+        yield child
+        child.close()
 
 
 times = st.one_of(st.just(0.0), st.floats(0, 5), st.sampled_from([float("nan"), float("inf"), -1.0]))
@@ -68,8 +104,8 @@ times = st.one_of(st.just(0.0), st.floats(0, 5), st.sampled_from([float("nan"), 
 
 @SETTINGS
 @given(st.lists(st.tuples(st.binary(max_size=4096), times, st.one_of(st.none(), times)), min_size=8, max_size=8))
-def test_random_bytes_never_crash_the_loader(tmp_path_factory, files):
-    for verdict in load_in_child(tmp_path_factory.mktemp("bytes"), files):
+def test_random_bytes_never_crash_the_loader(tmp_path_factory, loader, files):
+    for verdict in loader.load(tmp_path_factory.mktemp("bytes"), files):
         assert verdict.split()[0] in ("ok", "error")
 
 
@@ -77,9 +113,9 @@ def test_random_bytes_never_crash_the_loader(tmp_path_factory, files):
 @given(st.lists(st.tuples(st.integers(0, 70), st.sampled_from([0, 1, 8000, 44100, 2 ** 31, 2 ** 32 - 1]),
                           st.sampled_from([0, 1, 8, 16, 24, 32, 64]), st.sampled_from([1, 3, 0xFFFE, 0, 7]),
                           st.binary(max_size=2048), st.integers(-64, 10 ** 6)), min_size=8, max_size=8))
-def test_random_wav_headers_never_crash_the_loader(tmp_path_factory, headers):
+def test_random_wav_headers_never_crash_the_loader(tmp_path_factory, loader, headers):
     files = [(wav_header(*header), 0.0, None) for header in headers]
-    for header, verdict in zip(headers, load_in_child(tmp_path_factory.mktemp("wav"), files)):
+    for header, verdict in zip(headers, loader.load(tmp_path_factory.mktemp("wav"), files)):
         word, *rest = verdict.split()
         assert word in ("ok", "error")
         if word == "ok":

@@ -72,7 +72,8 @@ def comfyui(tmp_path_factory):
                HF_ENDPOINT=hub.url, HF_HUB_DISABLE_IMPLICIT_TOKEN="1")
     process = subprocess.Popen([os.environ.get("COMFYUI_PYTHON", sys.executable), "main.py", "--cpu",
                                 "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(base),
-                                "--disable-auto-launch"], cwd=checkout, stdout=log, stderr=subprocess.STDOUT, env=env)
+                                "--disable-auto-launch", "--preview-method", "auto"], cwd=checkout, stdout=log,
+                               stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 300
         while True:
@@ -168,3 +169,49 @@ def test_every_workflow_runs_through_server_mode(comfyui, api_path, tmp_path, ca
     for path in saved:
         audio = read_audio(path)
         assert audio["waveform"].shape[-1] > 0 and audio["waveform"].isfinite().all()
+
+
+def test_the_long_loops_send_live_previews_over_the_websocket(comfyui):
+    """With --preview-method auto, Invert (PAE_DDIMInvert) and the Fuser send JPEG previews (ComfyUI's binary
+    PREVIEW_IMAGE frames) while their progress runs, as KSampler does."""
+    import asyncio
+    import uuid
+
+    import aiohttp
+
+    graph = json.loads((REPO / "workflows" / "api" / "ppae_replace_api.json").read_text())
+    for node in graph.values():
+        if node["class_type"] == "PAE_LoadAudio":
+            node["inputs"]["duration"] = 2.0
+        if node["class_type"] == "PAE_DDIMInvert":
+            node["inputs"]["steps"] = 60
+    client = uuid.uuid4().hex
+    ws_url = comfyui["url"].replace("http://", "ws://") + f"/ws?clientId={client}"
+
+    async def follow() -> tuple[list[bytes], list[dict]]:
+        frames, progress = [], []
+        async with aiohttp.ClientSession() as session, session.ws_connect(ws_url) as ws:
+            async with session.post(comfyui["url"] + "/prompt", json={"prompt": graph, "client_id": client}) as r:
+                assert r.status == 200, await r.text()
+                prompt_id = (await r.json())["prompt_id"]
+            async for message in ws:
+                if message.type == aiohttp.WSMsgType.BINARY:
+                    frames.append(message.data)
+                elif message.type == aiohttp.WSMsgType.TEXT:
+                    event = json.loads(message.data)
+                    data = event.get("data", {})
+                    if event["type"] == "progress":
+                        progress.append(data)
+                    if event["type"] == "execution_error":
+                        pytest.fail(str(data)[:2000])
+                    if event["type"] == "executing" and data.get("node") is None \
+                            and data.get("prompt_id") == prompt_id:
+                        break
+        return frames, progress
+
+    frames, progress = asyncio.run(asyncio.wait_for(follow(), 600))
+    classes = {graph[p["node"]]["class_type"] for p in progress if p.get("node") in graph}
+    assert {"PAE_DDIMInvert", "PAE_Fuser"} <= classes
+    previews = [f for f in frames if f[:4] == (1).to_bytes(4, "big")]  # PREVIEW_IMAGE, then the image type
+    assert len(previews) >= 4, f"{len(frames)} binary frames, {len(previews)} previews"
+    assert all(f[4:8] == (1).to_bytes(4, "big") and f[8:10] == b"\xff\xd8" for f in previews)  # JPEG

@@ -7,10 +7,12 @@ loads, so nothing here imports them eagerly); standalone there are plain default
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -242,6 +244,25 @@ def set_progress_listener(listener: Callable[[int, int], None] | None) -> None:
     _progress_listener = listener
 
 
+PREVIEW_INTERVAL_S = 0.2  # a MusicGen token or a small model's step can take milliseconds; the page needs no more
+
+
+def previews_enabled() -> bool:
+    """Whether ComfyUI shows sampler previews (--preview-method other than none); never outside ComfyUI."""
+    if not in_comfyui():
+        return False
+    from comfy.cli_args import LatentPreviewMethod, args
+
+    return args.preview_method != LatentPreviewMethod.NoPreviews
+
+
+def _preview_image(pixels: Any) -> tuple[str, Any, int]:
+    from comfy.cli_args import args
+    from PIL import Image  # ComfyUI's own dependency
+
+    return "JPEG", Image.fromarray(pixels), int(args.preview_size)
+
+
 class Progress:
     """Per-step progress: ComfyUI's node progress bar inside ComfyUI, a console bar otherwise."""
 
@@ -254,19 +275,28 @@ class Progress:
             import comfy.utils
 
             self._comfy_bar = comfy.utils.ProgressBar(self.total)
+            self._previews = previews_enabled()
+            self._last_preview = -math.inf
         else:
             from tqdm.auto import tqdm
 
             self._console = tqdm(total=self.total, desc=description or None, leave=False, file=sys.stderr,
                                  disable=None)
 
-    def step(self, n: int = 1) -> None:
-        """Advance by n steps, then honour an interruption request."""
+    def step(self, n: int = 1, preview: Callable[[], Any] | None = None) -> None:
+        """Advance by n steps, then honour an interruption request. preview() gives an 8-bit picture [H, W, 3] of the
+        loop's state; it is called only when ComfyUI shows previews, at most every PREVIEW_INTERVAL_S."""
+        self.value += n
         if self._comfy_bar is not None:
-            self._comfy_bar.update(n)
+            picture = None
+            now = time.monotonic()
+            if preview is not None and self._previews and (now - self._last_preview >= PREVIEW_INTERVAL_S
+                                                           or self.value >= self.total):
+                self._last_preview = now
+                picture = _preview_image(preview())
+            self._comfy_bar.update_absolute(self.value, self.total, picture)
         if self._console is not None:
             self._console.update(n)
-        self.value += n
         if _progress_listener is not None:
             _progress_listener(self.value, self.total)
         check_interrupted()

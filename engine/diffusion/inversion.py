@@ -24,6 +24,7 @@ from ..core.checks import (check_clips_per_call, check_guidance, check_seed, che
 from ..core.latent import latent_info
 from .guidance import chunked_prediction, encode_prompts
 from .steps import StepSchedule, ddpm_sigma, noised, solver_step, split_prediction
+from ..io.previews import latent_preview
 
 INVERSION_METHODS = ("ddpm", "ddim")
 
@@ -141,7 +142,7 @@ def _invert_ddpm(predict, x0, schedule, run, seed, progress):
         # ZETA's numerical fix: store x_{t-1} as mean + residual, the very sum the re-denoise computes, so a
         # reconstruction meets bit-identical inputs at every step (mean + (x − mean) is not x in float).
         path[n + 1] = mean + noise[-1]
-        progress.step()
+        progress.step(preview=lambda: latent_preview(state[0][0]))
     return torch.stack(path), torch.stack(noise)
 
 
@@ -157,5 +158,5 @@ def _invert_ddim(predict, x0, schedule, run, progress):
         pred_x0 = (x - (1.0 - alpha_prev) ** 0.5 * eps) / alpha_prev ** 0.5
         x = noised(pred_x0, eps, alpha)
         path.append(x)
-        progress.step()
+        progress.step(preview=lambda: latent_preview(pred_x0[0]))
     return torch.stack(path[::-1]), None

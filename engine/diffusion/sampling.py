@@ -21,6 +21,7 @@ from ..core.checks import check_clips_per_call, check_guidance, check_steps, cle
 from .guidance import chunked_prediction, encode_prompt_pair
 from ..core.latent import latent_info, latent_with_info, make_latent
 from .steps import noised, split_prediction, step_mean
+from ..io.previews import latent_preview
 
 MAX_BATCH = 64
 
@@ -100,7 +101,7 @@ def sample(backbone: Backbone, positive: str, negative: str = "", *, steps: int 
             output = chunked_prediction(backbone, x, schedule.timesteps[i], uncond, cond, scales, clips_per_call)
             eps, pred_x0 = split_prediction(output, x, schedule.alphas[i], schedule.prediction_type)
             x = step_mean(eps, pred_x0, schedule.alphas_prev[i])
-            progress.step()
+            progress.step(preview=lambda: latent_preview(pred_x0[0]))
     return _output_latent(backbone, x, info, clip_of_row, seconds)
 
 

@@ -1,4 +1,5 @@
-"""Pictures for the browser: spectrograms, per-word attention maps and strips, and the PNG bytes they are saved as."""
+"""Pictures for the browser: spectrograms, per-word attention maps and strips, live previews of a running loop, and
+the PNG bytes they are saved as."""
 
 from __future__ import annotations
 
@@ -68,6 +69,52 @@ def word_strip_images(curves: list[torch.Tensor]) -> torch.Tensor:
                               else "nearest")[0, 0]
         images.append(colourise(strip[None].expand(48, -1)))
     return torch.stack(images)
+
+
+# Live previews: small enough to draw at every step (ComfyUI shrinks a preview to --preview-size, 512 by default).
+PREVIEW_HEIGHT, PREVIEW_MAX_WIDTH = 128, 512
+
+
+def latent_preview(latent: torch.Tensor) -> np.ndarray:
+    """A predicted clean latent of one clip as a spectrogram-like 8-bit picture [H, W, 3] for the live preview.
+
+    Not a VAE decode: a linear projection of the latent channels, as ComfyUI's Latent2RGB previews are. No released
+    audio VAE has fitted RGB factors (ComfyUI ships none for audio), so a 2-D latent [C, T, F] is projected on its own
+    first principal direction of the channels (time across, frequency up, like the mel frames it encodes) and a 1-D
+    latent [C, T] (Stable Audio) shows each channel as a row."""
+    values = latent.detach().float()
+    if values.dim() == 3:
+        channels = values.reshape(values.shape[0], -1)
+        centred = channels - channels.mean(dim=1, keepdim=True)
+        _, vectors = torch.linalg.eigh(centred @ centred.T)
+        direction = vectors[:, -1]
+        if direction.sum() < 0:  # an eigenvector's sign is arbitrary: keep it steady from step to step
+            direction = -direction
+        picture = (direction @ centred).reshape(values.shape[1:]).T.flip(0)  # [F, T], low frequencies at the bottom
+    elif values.dim() == 2:
+        picture = values
+    else:
+        raise ValueError(f"a latent preview takes [C, T, F] or [C, T], not {list(values.shape)}")
+    low, high = torch.quantile(picture.flatten()[:: max(1, picture.numel() // 65536)],
+                               torch.tensor([0.02, 0.98], device=picture.device))
+    picture = (picture - low) / (high - low).clamp_min(1e-8)
+    return _preview_pixels(picture, mode="bilinear")
+
+
+def token_preview(tokens: torch.Tensor, total: int, vocabulary: int) -> np.ndarray:
+    """The codes generated so far ([codebooks, n]) as a picture [H, W, 3]: one band per codebook, time across, each
+    code's colour from its index; padding (any id ≥ vocabulary) and the frames still to come dark."""
+    codebooks, done = tokens.shape
+    picture = torch.zeros(codebooks, max(int(total), done, 1), device=tokens.device)
+    codes = tokens.float()
+    picture[:, :done] = torch.where(codes < vocabulary, (codes + 1.0) / vocabulary, 0.0)
+    return _preview_pixels(picture, mode="nearest")
+
+
+def _preview_pixels(picture: torch.Tensor, mode: str) -> np.ndarray:
+    width = min(PREVIEW_MAX_WIDTH, max(picture.shape[1], PREVIEW_HEIGHT))
+    sized = F.interpolate(picture.cpu()[None, None], size=(PREVIEW_HEIGHT, width), mode=mode)[0, 0]
+    return (colourise(sized).numpy() * 255.0 + 0.5).astype(np.uint8)
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:

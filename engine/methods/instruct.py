@@ -22,6 +22,7 @@ from ..core.checks import (check_clips_per_call, check_guidance, check_seed, che
 from ..diffusion.guidance import chunked_prediction, encode_prompts
 from ..core.latent import latent_info, latent_with_info
 from ..diffusion.steps import ddpm_sigma, noised, solver_step
+from ..io.previews import latent_preview
 
 # The paper's inference settings.
 DEFAULT_STEPS = 100
@@ -166,5 +167,5 @@ def _denoise(backbone: Any, clip_latents: torch.Tensor, instructions: list[str],
             x, previous = solver_step(output, x, alpha, alpha_next, sigma, schedule.prediction_type, previous)
             if sigma > 0.0:
                 x = x + sigma * draw()
-            progress.step()
+            progress.step(preview=lambda: latent_preview(previous[0][0]))
     return x

@@ -18,7 +18,7 @@ from ..attention.alignment import positional_mapping, token_word_spans, word_str
 from ..attention.control import (BLEND_MAPS, AttentionRecording, BranchLayout, FusionController,
                                  attention_control)
 from ..attention.edit import AttentionEdit, find_phrase, prompt_words
-from ..io.previews import attention_map_images
+from ..io.previews import attention_map_images, latent_preview
 from ..backbones.base import Backbone, refuse_audio_prompt
 from ..core.errors import PAEInputError
 from ..core.checks import check_guidance
@@ -144,15 +144,15 @@ def run_branches(backbone: Backbone, inversion: Inversion, clip: int, target_pro
             rows.append(targets)
             output = backbone.predict(torch.cat(rows), t, conditioning).float()
             guided = guide(output[:count], output[target_cond[0]:], target_scales)
-            targets, history["targets"] = _step(guided, targets, alpha, alpha_prev, sigma, inversion, clip, n,
-                                                device, history["targets"])
+            targets, history["targets"], predicted = _step(guided, targets, alpha, alpha_prev, sigma, inversion,
+                                                           clip, n, device, history["targets"])
             if source_predicted:
                 src_out = output[source_cond:source_cond + 1]
                 if source_scale_row:
                     src_out = guide(output[count:count + 1], src_out,
                                     torch.tensor([inversion.guidance], device=device))
-                source, history["source"] = _step(src_out, source, alpha, alpha_prev, sigma, inversion, clip, n,
-                                                   device, history["source"])
+                source, history["source"], _ = _step(src_out, source, alpha, alpha_prev, sigma, inversion, clip, n,
+                                                     device, history["source"])
             elif with_source:
                 source = inversion.trajectory[n + 1, clip:clip + 1].to(device, torch.float32)
             # From step int(start · N) on, as Prompt-to-Prompt's LocalBlend counts.
@@ -160,7 +160,7 @@ def run_branches(backbone: Backbone, inversion: Inversion, clip: int, target_pro
                 masks = controller.blend_masks(blend_threshold)
                 if masks is not None:
                     targets = source + masks.reshape(count, 1, *targets.shape[2:]) * (targets - source)
-            progress.step()
+            progress.step(preview=lambda: latent_preview(predicted[0]))
     maps = []
     if controller is not None and preview and controller.recording.preview_sum is not None:
         rec = controller.recording
@@ -176,7 +176,7 @@ def _step(output, latents, alpha, alpha_prev, sigma, inversion, clip, n, device,
                               previous if multistep else None)
     if inversion.noise is not None:
         mean = mean + inversion.noise[n, clip:clip + 1].to(device, torch.float32)
-    return mean, state if multistep else None
+    return mean, state if multistep else None, state[0]
 
 
 def candidates_latent(inversion: Inversion, samples: torch.Tensor, scales: list[float], target_prompt: str,

@@ -25,6 +25,7 @@ from ..core.placement import CPU, made_on_cpu
 from ..core.errors import PAEInputError
 from ..core.checks import check_guidance, cpu_generator
 from ..core.files import read_json_dict
+from ..io.previews import token_preview
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ class MusicGen(LoadedModel):
         self.folder = folder
         decoder_config = model.decoder.config
         self.num_codebooks = int(decoder_config.num_codebooks)
+        self.codebook_size = int(decoder_config.vocab_size)
         self.audio_channels = int(getattr(decoder_config, "audio_channels", 1))
         self.start_token = int(model.generation_config.decoder_start_token_id
                                if model.generation_config.decoder_start_token_id is not None
@@ -208,7 +210,7 @@ class MusicGen(LoadedModel):
                 chosen = torch.where(fixed == -1, chosen, fixed)[:, None]
                 sequence = torch.cat([sequence, chosen], dim=1)
                 tokens = chosen.repeat(2, 1) if guided else chosen
-                progress.step()
+                progress.step(preview=lambda: token_preview(sequence[:k, 1:], length - 1, self.codebook_size))
         sequence = decoder.apply_delay_pattern_mask(sequence, pattern)
         return sequence[sequence != self.start_token].reshape(batch, k, -1)
 
