@@ -24,7 +24,10 @@ INSPECT = """() => app.graph._nodes.map((node) => {
   return {id: String(node.id), type: node.type, known: !!node.constructor.nodeData, errors: !!node.has_errors,
           player: player?.element?.src || "", panel_audio: panel ? [...panel.element.querySelectorAll("audio")]
             .map((a) => a.src) : [], ab: panel ? panel.element.querySelectorAll("button.pae-ab").length : 0,
-          images: (node.imgs || []).filter((img) => img.complete && img.naturalWidth > 0).length,
+          // The classic renderer draws node.imgs on the canvas; the Vue renderer puts <img> in the node's element.
+          images: Math.max((node.imgs || []).filter((img) => img.complete && img.naturalWidth > 0).length,
+            [...document.querySelectorAll(`[data-node-id="${node.id}"] img`)]
+              .filter((img) => img.complete && img.naturalWidth > 0).length),
           box: [node.pos[0], node.pos[1] - (window.LiteGraph?.NODE_TITLE_HEIGHT ?? 30), node.size[0],
                 node.size[1] + (window.LiteGraph?.NODE_TITLE_HEIGHT ?? 30)],
           fit: node.computeSize ? node.computeSize() : node.size,

@@ -157,7 +157,7 @@ def test_batch_of_6_inputs_by_2_prompts_on_2_workers(batch):
 
 
 def test_a_worker_killed_mid_job_is_restarted_and_every_job_saved_once(batch):
-    process = start(pae_command(batch, sample_workflow(steps=60)), batch["root"])
+    process = start(pae_command(batch, sample_workflow(steps=30)), batch["root"])
     lines: list[str] = []
     started = {int(wait_for(process, f"worker w{n}: pid", lines).split("pid ")[1].split()[0]) for n in (1, 2)}
     wait_for(process, "done on", lines)  # the workers are busy with jobs now
@@ -171,7 +171,7 @@ def test_a_worker_killed_mid_job_is_restarted_and_every_job_saved_once(batch):
 
 
 def test_a_killed_driver_resumes_where_it_stopped(batch):
-    process = start(pae_command(batch, sample_workflow(steps=20)), batch["root"])
+    process = start(pae_command(batch, sample_workflow(steps=10)), batch["root"])
     lines: list[str] = []
     wait_for(process, "[3/12]", lines)
     os.killpg(process.pid, signal.SIGKILL)  # the driver and the local cluster it started
@@ -179,7 +179,7 @@ def test_a_killed_driver_resumes_where_it_stopped(batch):
     finished = {name for name, folder in job_folders(batch["out"]).items() if (folder / "job.json").is_file()}
     assert 3 <= len(finished) < 12 and len(job_folders(batch["out"])) == len(finished)
     stamps = {name: (batch["out"] / name / "job.json").stat().st_mtime_ns for name in finished}
-    code, _, err = finish(start(pae_command(batch, sample_workflow(steps=20)), batch["root"]))
+    code, _, err = finish(start(pae_command(batch, sample_workflow(steps=10)), batch["root"]))
     assert code == 0, err[-3000:]
     assert f"{len(finished)} of 12 job(s) finished in an earlier run; skipped" in err
     check_every_job_saved_once(batch["out"], 12)

@@ -137,9 +137,9 @@ def test_bad_instruction_inputs(instruct):
         instruct_edit(instruct, latent, RAIN, noise_level=600.0)
     with pytest.raises(PAEInputError, match="at most 64"):
         instruct_edit(instruct, latent, "\n".join(f"instruction {i}" for i in range(9)), batch_size=8)
-    too_long = {"waveform": torch.zeros(1, 2, int(44100 * 6.5)), "sample_rate": 44100}
+    too_long = {**latent, "samples": latent["samples"].repeat(1, 1, 7)}  # 7 s of latent frames; the window is 6
     with pytest.raises(PAEInputError, match="DiT takes at most"):
-        instruct_edit(instruct, vae_encode(instruct, too_long), RAIN)
+        instruct_edit(instruct, too_long, RAIN)
     with pytest.raises(PAEInputError, match="clips_per_call"):
         instruct_edit(instruct, latent, RAIN, clips_per_call=2000)
     tango_latent = {"samples": torch.zeros(1, 8, 4, 4), "pae": {"family": "tango", "model": "t"}}
