@@ -130,7 +130,9 @@ class Fuser(PAENode):
     DESCRIPTION = ("PPAE's edit sampler: re-denoises the inverted clip with the target prompt while the source's "
                    "attention, edited as the Attention Controller says, is fused in with ratio S(t). Each guidance "
                    "scale gives one candidate, all in one batch (pick with CLAP Select). Optionally keeps "
-                   "everything outside the edited words' attention from the source (local blend).")
+                   "everything outside the edited words' attention from the source (local blend). An edit that "
+                   "changes nothing (the source prompt as target, no reweight) at the inversion's own guidance is "
+                   "run as the plain re-denoise it equals, and returns the clip exactly (no maps to draw).")
     RETURN_TYPES = ("LATENT", "IMAGE")
     RETURN_NAMES = ("candidates", "attention_maps")
     OUTPUT_TOOLTIPS = ("One latent per clip and guidance scale (clip-major), each tagged with its scale; decode "

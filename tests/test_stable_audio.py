@@ -12,7 +12,7 @@ from prompt_audio_edit.engine.backbones import registry as model_registry
 from prompt_audio_edit.engine.attention.control import attention_control
 from prompt_audio_edit.engine.attention.edit import make_attention_edit
 from prompt_audio_edit.engine.core.errors import PAEInputError
-from prompt_audio_edit.engine.methods.ppae import fuse_edit
+from prompt_audio_edit.engine.methods.ppae import fuse_edit, run_branches
 from prompt_audio_edit.engine.methods.zeta import prompt_edit, redenoise
 from prompt_audio_edit.engine.diffusion.sampling import sample
 from prompt_audio_edit.engine.diffusion.inversion import invert
@@ -163,12 +163,15 @@ def test_identity_attention_edit_reproduces_the_clip_and_a_swap_changes_it(sao):
     latent = vae_encode(sao, audio_clip(1.0, 44100, 2, kind="noise", seed=2))
     inversion = invert(sao, latent, PROMPT, method="ddpm", steps=10, guidance=3.0, edit_start=0.3, seed=0)
     same = make_attention_edit("replace", "", PROMPT, "", "", 1.0, 1.0, "all", 4)
-    out, maps = fuse_edit(sao, inversion, same, guidance_scales="3")
+    out, _ = fuse_edit(sao, inversion, same, guidance_scales="3")  # run as the plain re-denoise
     torch.testing.assert_close(out["samples"], latent["samples"], rtol=0, atol=2e-5)
-    assert maps.shape[0] == len(PROMPT.split())
+    # the controller and the source row, with nothing to change, change nothing on the DiT either
+    branches, _ = run_branches(sao, inversion, 0, PROMPT, [3.0], same.bind(PROMPT))
+    torch.testing.assert_close(branches, latent["samples"], rtol=0, atol=2e-5)
     swap = make_attention_edit("replace", "", "a cat barking in the rain", "", "", 0.8, 0.5, "all", 4)
     before = {n: id(p) for n, p in sao.transformer.attn_processors.items()}
-    edited, _ = fuse_edit(sao, inversion, swap, guidance_scales="3", local_blend=0.3)
+    edited, maps = fuse_edit(sao, inversion, swap, guidance_scales="3", local_blend=0.3)
+    assert maps.shape[0] == len(swap.target_prompt.split())
     assert {n: id(p) for n, p in sao.transformer.attn_processors.items()} == before
     assert (edited["samples"] - latent["samples"]).abs().max() > 1e-4
 

@@ -58,6 +58,12 @@ class AttentionEdit:
                                 "leave the Attention Controller's source_prompt empty.")
         return self
 
+    def changes_nothing(self) -> bool:
+        """The target prompt is the source's and no word is reweighted: every map the edit would inject is the
+        target branch's own, so the edit is the plain re-denoise."""
+        return prompt_words(self.target_prompt) == prompt_words(self.source_prompt) and \
+            all(weight == 1.0 for _, weight in self.reweight)
+
     def edited_words(self) -> tuple[list[int], list[int]]:
         """Indices of the words the edit changes, in the source and in the target (for the local blend)."""
         source, target = prompt_words(self.source_prompt), prompt_words(self.target_prompt)

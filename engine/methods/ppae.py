@@ -210,9 +210,14 @@ def fuse_edit(backbone: Backbone, inversion: Any, edit: Any, *, guidance_scales:
     backbone.activate("denoiser")
     samples, maps = [], []
     clips = inversion.start.shape[0]
+    # An edit that changes nothing, at the inversion's own guidance, is the re-denoise: run in the inversion's row
+    # layout it returns the clip exactly, where a source row beside it would let a UNet's batch-dependent rounding
+    # grow over the steps (~1e-2 after 200). It has no edited word, so no maps are drawn.
+    plain = edit.changes_nothing() and all(scale == inversion.guidance for scale in scales)
     with bridge.Progress(clips * inversion.edit_steps, "PPAE edit") as progress:  # windows x steps for a song
         for clip in range(clips):
-            latents, clip_maps = run_branches(backbone, inversion, clip, edit.target_prompt, scales, edit, schedule,
+            latents, clip_maps = run_branches(backbone, inversion, clip, edit.target_prompt, scales,
+                                              None if plain else edit, schedule,
                                               local_blend, blend_start, preview=attention_maps and clip == 0,
                                               progress=progress, blend_maps=blend_maps)
             samples.append(latents)
