@@ -172,3 +172,19 @@ def test_inside_comfyui_each_part_has_its_patcher_and_text_is_encoded_before_the
     assert loads[-1] == ("unet",) and loads.index(text) < len(loads) - 1  # ... and the denoiser is back for the steps
     assert ("vae", "vocoder") not in loads  # nothing asked for the VAE while inverting
     loading.clear_cache()
+
+
+def test_a_failing_preview_never_stops_the_loop(fake_comfyui, capsys):
+    calls, _ = fake_comfyui
+    cli_args = sys.modules["comfy.cli_args"]
+    cli_args.args.preview_method = cli_args.LatentPreviewMethod.Auto
+
+    def broken():
+        raise RuntimeError("linalg.eigh: failed to converge")
+
+    with bridge.Progress(3) as progress:
+        for _ in range(3):
+            progress.step(preview=broken)
+    assert [c[1] for c in calls if c[0] == "progress"] == [1, 2, 3]  # every step reported, no picture
+    assert "live preview off" in capsys.readouterr().err
+

@@ -30,6 +30,14 @@ def test_a_mel_latent_preview_shows_where_the_energy_is_time_across_frequency_up
     assert np.array_equal(latent_preview(latent * 2.0), pixels)
 
 
+def test_a_latent_gone_non_finite_still_gives_a_picture():
+    latent = torch.randn(8, 20, 16, generator=torch.Generator().manual_seed(2))
+    latent[0, :5] = float("nan")
+    latent[1, 3] = float("inf")
+    assert latent_preview(latent).shape == (PREVIEW_HEIGHT, 128, 3)
+    assert latent_preview(torch.full((64, 30), float("nan"))).shape == (PREVIEW_HEIGHT, 128, 3)
+
+
 def test_a_one_dimensional_latent_preview_shows_each_channel_as_a_row():
     latent = torch.randn(64, 300, generator=torch.Generator().manual_seed(1)) * 0.1
     latent[0] += 5.0  # the first channel row is loud

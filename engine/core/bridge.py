@@ -293,7 +293,11 @@ class Progress:
             if preview is not None and self._previews and (now - self._last_preview >= PREVIEW_INTERVAL_S
                                                            or self.value >= self.total):
                 self._last_preview = now
-                picture = _preview_image(preview())
+                try:
+                    picture = _preview_image(preview())
+                except Exception as exc:  # a picture must never stop the run (e.g. a latent gone non-finite)
+                    self._previews = False
+                    print(f"[prompt-audio-edit] live preview off for this loop: {exc}", file=sys.stderr)
             self._comfy_bar.update_absolute(self.value, self.total, picture)
         if self._console is not None:
             self._console.update(n)

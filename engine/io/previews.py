@@ -82,7 +82,7 @@ def latent_preview(latent: torch.Tensor) -> np.ndarray:
     audio VAE has fitted RGB factors (ComfyUI ships none for audio), so a 2-D latent [C, T, F] is projected on its own
     first principal direction of the channels (time across, frequency up, like the mel frames it encodes) and a 1-D
     latent [C, T] (Stable Audio) shows each channel as a row."""
-    values = latent.detach().float()
+    values = torch.nan_to_num(latent.detach().float(), nan=0.0, posinf=0.0, neginf=0.0)
     if values.dim() == 3:
         channels = values.reshape(values.shape[0], -1)
         centred = channels - channels.mean(dim=1, keepdim=True)
