@@ -201,7 +201,7 @@ def test_ctrl_c_stops_the_batch_without_partial_files(batch):
     process = start(pae_command(batch, sample_workflow(steps=200)), batch["root"])
     lines: list[str] = []
     wait_for(process, "worker w2: pid", lines)
-    time.sleep(3)  # the first jobs are running now
+    wait_for(process, "(PAE_Sample)", lines)  # a job is sampling now (a fixed sleep raced a loaded machine)
     os.kill(process.pid, signal.SIGINT)
     code, out, err = finish(process)
     assert code == 130, "".join(lines) + err[-3000:]

@@ -234,7 +234,7 @@ def test_an_edit_of_many_windows_reports_one_progress_of_windows_times_steps(tin
             self.total, self.done = total, 0
             bars.append(self)
 
-        def step(self, n=1):
+        def step(self, n=1, preview=None):
             self.done += n
 
         def close(self):
