@@ -140,9 +140,18 @@ def _connect(ray: Any, address: str | None, workers: int | None) -> None:
         ray.init(**options)
     except ConnectionError as exc:
         where = "the cluster in RAY_ADDRESS" if address == "auto" else f"a Ray cluster at {address}"
-        raise RunError(f"cannot reach {where} ({exc}); start one with 'ray start --head' (and 'ray start "
-                       "--address HEAD:6379' on the other machines), or leave out the address for a local one.") \
-            from None
+        raise RunError(f"cannot reach {where} ({exc}); {_auth_hint(address)}start one with 'ray start --head' "
+                       "(and 'ray start --address HEAD:6379' on the other machines), or leave out the address for a "
+                       "local one.") from None
+
+
+def _auth_hint(address: str | None) -> str:
+    """What to set when the refusal may be Ray's token authentication: `ray start` turns it on, and Ray sends no
+    token to an address named explicitly unless RAY_AUTH_MODE=token is set."""
+    if address in (None, "auto") or os.environ.get("RAY_AUTH_MODE"):
+        return ""
+    return ("if the cluster uses token authentication (what 'ray start' does by default in recent Ray), set "
+            "RAY_AUTH_MODE=token here, with the head's token in ~/.ray/auth_token or RAY_AUTH_TOKEN; otherwise ")
 
 
 def _check_reachable(address: str, seconds: float = 5.0) -> None:

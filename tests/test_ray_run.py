@@ -235,3 +235,15 @@ def test_an_unreachable_cluster_gives_one_line_at_once(batch, capsys):
                 "--out", str(batch["out"]), "--ray", f"127.0.0.1:{free_port()}"])
     assert code == 2 and time.monotonic() - started < 30
     assert "cannot reach a Ray cluster at 127.0.0.1:" in capsys.readouterr().err
+
+
+def test_a_named_cluster_that_refuses_is_told_how_to_send_its_token(monkeypatch):
+    # Seen with Ray 2.60: `ray start --head` turns token authentication on, and a driver sends the token to an
+    # address named explicitly only with RAY_AUTH_MODE=token; Ray's own error says only "failed to connect".
+    from prompt_audio_edit.runner.cluster import _auth_hint
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    assert "set RAY_AUTH_MODE=token here" in _auth_hint("10.0.0.5:6379")
+    assert _auth_hint("auto") == _auth_hint(None) == ""  # Ray sends a token it finds to those itself
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    assert _auth_hint("10.0.0.5:6379") == ""

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from .mel import MelFrontEnd
-from ..core.placement import made_on_cpu
+from ..core.placement import made_on_cpu, weight_dtype
 from .base import CrossAttentionSite, TextConditioning, tokenize_checked, unet_attention_blocks
 from .mel_vae import MelVAEBackbone
 
@@ -101,9 +101,10 @@ class AudioLDM2Backbone(MelVAEBackbone):
                 input_latent: torch.Tensor | None = None) -> torch.Tensor:
         self.check_input_latent(input_latent)
         unet = self.pipeline.unet
-        return unet(latents.to(unet.dtype), timestep,
-                    encoder_hidden_states=conditioning.streams["gpt2"].to(unet.dtype),
-                    encoder_hidden_states_1=conditioning.streams["t5"].to(unet.dtype),
+        dtype = weight_dtype(unet)
+        return unet(latents.to(dtype), timestep,
+                    encoder_hidden_states=conditioning.streams["gpt2"].to(dtype),
+                    encoder_hidden_states_1=conditioning.streams["t5"].to(dtype),
                     encoder_attention_mask_1=conditioning.masks["t5"], return_dict=False)[0]
 
     def cross_attention_sites(self) -> list[CrossAttentionSite]:

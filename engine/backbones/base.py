@@ -10,7 +10,7 @@ import torch
 
 from ..core.errors import PAEInputError
 from ..core.loading import LoadedModel
-from ..core.placement import made_on_cpu
+from ..core.placement import made_on_cpu, weight_dtype
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ class Backbone(LoadedModel, ABC):
     @property
     def dtype(self) -> torch.dtype:
         """The denoiser's weight dtype (a method computes in float32 and casts at the model's door)."""
-        return self.denoiser.dtype
+        return weight_dtype(self.denoiser)
 
     @abstractmethod
     def encode_audio(self, waveform: torch.Tensor, sample_rate: int) -> dict[str, Any]:

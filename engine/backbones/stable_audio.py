@@ -23,7 +23,7 @@ import torch
 from ..io.audio import resample, to_channels
 from ..core.errors import PAEInputError
 from ..core.latent import latent_info, make_latent
-from ..core.placement import CPU
+from ..core.placement import CPU, weight_dtype
 from ..diffusion.steps import StepSchedule, schedule_from_sigmas
 from ..diffusion.tiling import tiled_along_time
 from .base import Backbone, CrossAttentionSite, TextConditioning, tokenize_checked
@@ -220,7 +220,7 @@ class StableAudioBackbone(Backbone):
         """v at model time t = atan(σ)·2/π for VP latents [B, 64, T']; SAO-Instruct also takes the clip's latent."""
         self.check_input_latent(input_latent)
         dit = self.transformer
-        dtype, device = dit.dtype, latents.device
+        dtype, device = weight_dtype(dit), latents.device
         batch, frames = latents.shape[0], latents.shape[-1]
         seconds = torch.full((batch,), frames * self.hop / self.sample_rate, device=device)
         timing_tokens, global_states = self.timing(seconds)

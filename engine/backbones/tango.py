@@ -10,6 +10,7 @@ import torch
 
 from ..core.checkpoints import key_report
 from ..core.errors import PAEInputError
+from ..core.placement import weight_dtype
 from .base import CrossAttentionSite, TextConditioning, tokenize_checked, unet_attention_blocks
 from .mel_vae import MelVAEBackbone
 from .tango_checkpoint import (DEFAULT_STFT, MAIN_CONFIG, MAIN_WEIGHTS, STFT_CONFIG, STFT_WEIGHTS, T5_CONFIG_FILE,
@@ -145,8 +146,9 @@ class TangoBackbone(MelVAEBackbone):
                 input_latent: torch.Tensor | None = None) -> torch.Tensor:
         self.check_input_latent(input_latent)
         unet = self.unet
-        return unet(latents.to(unet.dtype), timestep,
-                    encoder_hidden_states=conditioning.streams["t5"].to(unet.dtype),
+        dtype = weight_dtype(unet)
+        return unet(latents.to(dtype), timestep,
+                    encoder_hidden_states=conditioning.streams["t5"].to(dtype),
                     encoder_attention_mask=conditioning.masks.get("t5"), return_dict=False)[0]
 
     def cross_attention_sites(self) -> list[CrossAttentionSite]:
