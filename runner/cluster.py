@@ -131,8 +131,8 @@ def _connect(ray: Any, address: str | None, workers: int | None) -> None:
     """ray.init: a local cluster for this run (no address), the cluster in RAY_ADDRESS ('auto'), or ADDRESS."""
     options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                "logging_level": logging.WARNING}
-    if address is None:
-        options["num_cpus"] = workers or os.cpu_count() or 1
+    if address is None:  # "local": a new cluster even where one already runs (plain ray.init() would join it)
+        options.update(address="local", num_cpus=workers or os.cpu_count() or 1)
     else:
         _check_reachable(address if address != "auto" else os.environ.get("RAY_ADDRESS", ""))
         options["address"] = address

@@ -3,6 +3,7 @@ of tiny stand-ins. Plain helpers (test clips, the PyAV writer, expect_input_erro
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,16 @@ TINY_SAO_INSTRUCT = "diffusers/tiny-sao-instruct"   # the same with SAO-Instruct
 TINY_SAO_INSTRUCT_SAT = "diffusers/tiny-sao-instruct-sat"  # its weights as a stable-audio-tools checkpoint
 TINY_SAO_SECONDS = 6.0
 TINY_CLAP = "tiny-clap"  # transformers CLAP folder (HTSAT audio branch, RoBERTa text branch), built on first use
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist each worker computes with its share of the cores (two workers on 2 cores: one each), so
+    workers do not oversubscribe the CPU; scripts/test.sh runs one worker per 2 cores' worth of files."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 @pytest.fixture(scope="session")

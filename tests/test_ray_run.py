@@ -63,8 +63,8 @@ def pae_command(batch: dict, workflow: dict, *extra: str) -> list[str]:
             "--input-dir", str(batch["takes"]), "--out", str(batch["out"]), "--ray", "--ray-workers", "2", *extra]
 
 
-def start(command: list[str], root: Path) -> subprocess.Popen:
-    env = dict(os.environ, RAY_ENABLE_UV_RUN_RUNTIME_ENV="0", PYTHONUNBUFFERED="1")
+def start(command: list[str], root: Path, **environment: str) -> subprocess.Popen:
+    env = dict(os.environ, RAY_ENABLE_UV_RUN_RUNTIME_ENV="0", PYTHONUNBUFFERED="1", **environment)
     return subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 
@@ -136,7 +136,12 @@ def test_plan_is_inputs_times_sweeps_with_stable_names(batch):
 
 
 def test_batch_of_6_inputs_by_2_prompts_on_2_workers(batch):
-    code, out, err = finish(start(pae_command(batch, sample_workflow()), batch["root"]))
+    from tests.fake_comfy import free_port
+
+    # --ray without an address starts a cluster for the run even where RAY_ADDRESS (or /tmp/ray's last cluster)
+    # names another: plain ray.init() would join that one, and refuse the CPU count.
+    code, out, err = finish(start(pae_command(batch, sample_workflow()), batch["root"],
+                                  RAY_ADDRESS=f"127.0.0.1:{free_port()}"))
     assert code == 0, err[-3000:]
     records = check_every_job_saved_once(batch["out"], 12)
     pids = {r["worker"]["pid"] for r in records}
