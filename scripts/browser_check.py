@@ -139,6 +139,16 @@ def check_get_models(page: Any, name: str, value: str) -> list[str]:
     return problems
 
 
+# Node types that drew a live sampling preview (ComfyUI's b_preview frames) on the page, in either renderer: the classic
+# canvas keeps them in app.nodePreviewImages, the Vue renderer also draws them as <img> inside the node.
+LIVE_PREVIEWS = """() => { const seen = new Set();
+    for (const [id, urls] of Object.entries(app.nodePreviewImages || {}))
+        if (urls && urls.length) seen.add(app.graph.getNodeById(id)?.type);
+    const running = app.graph.getNodeById(app.runningNodeId ?? -1);
+    if (running && document.querySelector(`[data-node-id="${running.id}"] img[src^="blob:"]`)) seen.add(running.type);
+    return [...seen].filter(Boolean); }"""
+
+
 def overlaps(nodes: list[dict[str, Any]]) -> list[str]:
     """Pairs of nodes whose boxes (title bar included) cover each other after the run."""
     found = []
@@ -162,8 +172,8 @@ def comparable(graph: dict[str, Any]) -> dict[str, Any]:
 def check_workflows(url: str, ui_paths: list[Path], chromium: str | None = None, thumbnails: Path | None = None,
                     clip_seconds: float | None = 3.0, timeout_s: float = 600.0,
                     screenshots: Path | None = None, vue: bool = False,
-                    relayout_files: bool = False, get_models: tuple[str, str] | None = None
-                    ) -> list[dict[str, Any]]:
+                    relayout_files: bool = False, get_models: tuple[str, str] | None = None,
+                    live_previews: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
     """Run each workflow through the page; return one report per workflow (problems listed, empty when all is well)."""
     from playwright.sync_api import sync_playwright
 
@@ -213,13 +223,26 @@ def check_workflows(url: str, ui_paths: list[Path], chromium: str | None = None,
                                    ".json()).length")
             page.evaluate("() => app.queuePrompt(0, 1)")
             deadline = time.monotonic() + timeout_s
+            previewed: set[str] = set()
             while not page.evaluate("""async (count) => {
                     const queue = await (await fetch('/queue')).json();
                     const done = Object.keys(await (await fetch('/history?max_items=10000')).json()).length;
                     return done > count && !queue.queue_running.length && !queue.queue_pending.length; }""", before):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{path.name} did not finish within {timeout_s} s")
-                page.wait_for_timeout(1000)
+                shown = set(page.evaluate(LIVE_PREVIEWS)) - previewed
+                if shown and screenshots is not None:  # the first live preview of each node, as the user sees it
+                    screenshots.mkdir(parents=True, exist_ok=True)
+                    for node_type in sorted(shown):
+                        page.evaluate("""(type) => { const n = app.graph._nodes.find((n) => n.type === type);
+                            app.canvas.centerOnNode(n); app.canvas.setDirty(true, true); }""", node_type)
+                        page.wait_for_timeout(150)
+                        page.screenshot(path=str(screenshots / f"{path.stem}_live_{node_type}.png"))
+                previewed |= shown
+                page.wait_for_timeout(250 if live_previews else 1000)
+            if live_previews:
+                missing = sorted(t for t in live_previews & {n["type"] for n in nodes} if t not in previewed)
+                problems += [f"{t} showed no live preview while it ran" for t in missing]
             status = page.evaluate("""async () => {
                 const history = Object.values(await (await fetch('/history?max_items=10000')).json());
                 return history.sort((a, b) => b.prompt[0] - a.prompt[0])[0].status; }""")
@@ -279,12 +302,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vue", action="store_true", help="with the Vue node renderer (Comfy.VueNodes.Enabled)")
     parser.add_argument("--relayout", action="store_true", help="move overlapping nodes apart at their run-time "
                         "size and write the positions and sizes into the workflow files")
+    parser.add_argument("--live-previews", default="", metavar="TYPES",
+                        help="comma-separated node types that must draw a live preview while they run (ComfyUI "
+                        "started with --preview-method auto), e.g. PAE_DDIMInvert,PAE_Fuser")
     parser.add_argument("--get-models", nargs=2, metavar=("NAME", "VALUE"), default=None,
                         help="press a loader's Get models… button, download NAME and check a dropdown offers VALUE")
     args = parser.parse_args(argv)
     reports = check_workflows(args.url, args.workflows, args.chromium, args.thumbnails, args.clip_seconds or None,
                                screenshots=args.screenshots, vue=args.vue, relayout_files=args.relayout,
-                              get_models=tuple(args.get_models) if args.get_models else None)
+                              get_models=tuple(args.get_models) if args.get_models else None,
+                              live_previews=frozenset(t for t in args.live_previews.split(",") if t))
     for report in reports:
         shown = {n["type"]: n for n in report["nodes"]}
         summary = ", ".join(f"{t}: player={'yes' if n['player'] or n['panel_audio'] else 'no'} images={n['images']}"
