@@ -42,6 +42,11 @@ def _preview_every_step() -> None:
     bridge.Progress.step = step
 
 
+def latent_frames(seconds: float) -> int:
+    """AudioLDM2's latent frames for a clip: 16 kHz audio, 160-sample hop, the VAE's 4× downsampling."""
+    return int(round(seconds * 16000 / 640))
+
+
 def preview_cost(make: Callable[[], object], repeats: int = 50) -> float:
     """Median seconds of one preview as ComfyUI sends it: the picture, then its JPEG."""
     from PIL import Image
@@ -68,7 +73,7 @@ def _run(config: str, args: dict, queue) -> None:
     if config.startswith("fuser"):
         backbone = registry.load_backbone("diffusers/bench", dtype)
         backbone.pipeline.unet = real_size_unet(False).requires_grad_(False).to(backbone.device, backbone.dtype)
-        latent = {"samples": torch.randn(1, 8, int(round(args["seconds"] * 16000 / 640)), 16)}
+        latent = {"samples": torch.randn(1, 8, latent_frames(args["seconds"]), 16)}
         inversion = invert(backbone, latent, "a dog barking", steps=args["steps"], edit_start=0.5)
         edit = make_attention_edit("replace", "a dog barking", "a cat meowing")
         device = backbone.device
@@ -101,8 +106,7 @@ def main() -> None:
         build_tiny_musicgen(Path(tmp) / "musicgen" / "bench")
         results = run_each_in_process(_run, CONFIGS, {**vars(args), "root": tmp})
     notes = []
-    frames = int(round(args.seconds * 16000 / 640))
-    alone = {"fuser": preview_cost(lambda: latent_preview(torch.randn(8, frames, 16))),
+    alone = {"fuser": preview_cost(lambda: latent_preview(torch.randn(8, latent_frames(args.seconds), 16))),
              "musicgen": preview_cost(lambda: token_preview(torch.randint(0, 2048, (4, 100)), 102, 2048))}
     for loop, steps in (("fuser", args.steps - args.steps // 2), ("musicgen", 100 + 3)):
         step = results[loop][0] / steps

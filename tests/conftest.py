@@ -25,8 +25,8 @@ TINY_CLAP = "tiny-clap"  # transformers CLAP folder (HTSAT audio branch, RoBERTa
 
 
 def pytest_configure(config) -> None:
-    """Under pytest-xdist each worker computes with its share of the cores (two workers on 2 cores: one each), so
-    workers do not oversubscribe the CPU; scripts/test.sh runs one worker per 2 cores' worth of files."""
+    """Under pytest-xdist each worker computes with its share of the cores (two workers on 2 cores: one thread each),
+    so the workers scripts/test.sh starts do not oversubscribe the CPU."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 1:
         import torch
